@@ -1,0 +1,125 @@
+/**
+ * startvm: boot a registered machine with the bundled Linux guest in this process, owning its
+ * control channel until it stops. With --script the guest runs the file and vstor exits with the
+ * script's status; without, the serial console is attached to this terminal (Ctrl-A x quits).
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { allowOnly, optNumber, optString, parseArgs, UsageError } from "./args.js";
+import { ControlServer, type ControlRequest, type ControlReply } from "../machine/control-channel.js";
+import { bootGuest, type GuestSession } from "../machine/guest-session.js";
+import { VmStore } from "../machine/vm-store.js";
+import type { Out } from "./vm-verbs.js";
+
+/**
+ * Node flags the emulator runs with, chosen by measurement (bench/boot.bench.ts): on two cores
+ * V8's background compiler threads compete with the emulator's own thread.
+ */
+export const EMULATOR_NODE_FLAGS = ["--v8-pool-size=1"];
+
+/** Re-run this command under the emulator's Node flags unless it already has them. */
+function reexecWithFlags(): number | undefined {
+  if (process.env.VSTOR_NO_REEXEC || EMULATOR_NODE_FLAGS.every((f) => process.execArgv.includes(f))) return undefined;
+  const script = process.argv[1] ?? fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, [...process.execArgv, ...EMULATOR_NODE_FLAGS, script, ...process.argv.slice(2)], {
+    stdio: "inherit",
+    env: { ...process.env, VSTOR_NO_REEXEC: "1" },
+  });
+  return r.status ?? 1;
+}
+
+export async function startvm(argv: string[], out: Out, err: Out): Promise<number> {
+  const args = parseArgs(argv);
+  allowOnly(args, ["type", "script", "timeout"]);
+  const [name] = args.positional;
+  if (!name) throw new UsageError("startvm needs a machine name or UUID");
+  const type = optString(args, "type") ?? "headless";
+  if (type !== "headless") throw new UsageError(`startvm --type ${type}: only 'headless' exists here (the console is the serial port)`);
+  const scriptFile = optString(args, "script");
+  const timeoutS = optNumber(args, "timeout") ?? 600;
+  const store = new VmStore();
+  const vm = store.get(name);
+  const script = scriptFile !== undefined ? readFileSync(scriptFile, "utf8") : undefined;
+
+  const child = reexecWithFlags();
+  if (child !== undefined) return child;
+
+  let session: GuestSession | undefined;
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((r) => (finish = r));
+  const control = await ControlServer.listen(store.machineDir(vm.name), vm.uuid, async (req: ControlRequest): Promise<ControlReply> => {
+    if (!session) return { ok: false, error: "the machine is still starting" };
+    switch (req.command) {
+      case "poweroff":
+        setImmediate(() => finish(script !== undefined ? 1 : 0));
+        if (script !== undefined) err(`vstor: '${vm.name}' was powered off before the script finished\n`);
+        return { ok: true };
+      case "reset":
+        (session.vm.emulator as unknown as { restart(): void }).restart();
+        return { ok: true };
+      case "status":
+        return { ok: true, data: { pid: process.pid } };
+      default:
+        return { ok: false, error: `unknown command '${req.command}'` };
+    }
+  });
+
+  const interactive = script === undefined;
+  let inScript = false;
+  try {
+    session = await bootGuest({
+      memoryMiB: vm.memoryMiB,
+      mode: interactive ? "shell" : "agent",
+      script,
+      bootTimeoutMs: timeoutS * 1000,
+      onSerialByte: interactive ? (b) => process.stdout.write(Uint8Array.of(b)) : undefined,
+      onLine: interactive
+        ? undefined
+        : (line) => {
+            if (line.includes("@@VSTOR START 0")) inScript = true;
+            else if (line.includes("@@VSTOR EXIT 0 ")) inScript = false;
+            else if (inScript && !line.includes("@@VSTOR ")) out(line + "\n");
+          },
+    });
+    if (interactive) attachTerminal(session, () => finish(0));
+    else {
+      const guestConsole = session.console;
+      guestConsole
+        .result("0", timeoutS * 1000)
+        .then((r) => finish(r.status))
+        .catch((e: Error) => {
+          err(`vstor: ${e.message}\n`);
+          finish(124);
+        });
+    }
+    return await finished;
+  } finally {
+    control.close();
+    await session?.stop().catch(() => undefined);
+    if (process.stdin.isTTY) process.stdin.setRawMode(false);
+    process.stdin.pause();
+  }
+}
+
+/** Raw terminal <-> serial port. Ctrl-A x leaves (as in QEMU); Ctrl-A Ctrl-A sends one Ctrl-A. */
+function attachTerminal(session: GuestSession, quit: () => void): void {
+  const stdin = process.stdin;
+  if (stdin.isTTY) stdin.setRawMode(true);
+  let escape = false;
+  stdin.on("data", (chunk: Buffer) => {
+    let send = "";
+    for (const b of chunk) {
+      if (escape) {
+        escape = false;
+        if (b === 0x78 /* x */) return quit();
+        if (b === 0x01) send += "\x01";
+        continue;
+      }
+      if (b === 0x01) escape = true;
+      else send += String.fromCharCode(b);
+    }
+    if (send) session.vm.sendSerial(send);
+  });
+  stdin.resume();
+}

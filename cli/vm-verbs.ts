@@ -1,0 +1,82 @@
+/**
+ * Machine verbs: createvm, list vms, showvminfo, unregistervm, controlvm.
+ */
+import { allowOnly, optNumber, parseArgs, requireOpt, UsageError } from "./args.js";
+import { runningSession, sendControl } from "../machine/control-channel.js";
+import { VmError, VmStore } from "../machine/vm-store.js";
+
+export type Out = (text: string) => void;
+
+export async function createvm(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["register"]);
+  allowOnly(args, ["name", "register", "memory", "json"]);
+  const name = requireOpt(args, "name");
+  if (!args.options.has("register")) throw new UsageError("createvm without --register is not supported: vstor keeps every machine in its registry");
+  const vm = new VmStore().create(name, { memoryMiB: optNumber(args, "memory") });
+  if (args.options.has("json")) out(JSON.stringify(vm));
+  else out(`Virtual machine '${vm.name}' is created and registered.\nUUID: ${vm.uuid}\n`);
+  return 0;
+}
+
+export async function listVms(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["json"]);
+  allowOnly(args, ["json"]);
+  const vms = new VmStore().list();
+  if (args.options.has("json")) out(JSON.stringify(vms.map((v) => ({ name: v.name, uuid: v.uuid }))));
+  else out(vms.map((v) => `"${v.name}" {${v.uuid}}\n`).join(""));
+  return 0;
+}
+
+export async function showvminfo(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["json"]);
+  allowOnly(args, ["json"]);
+  const [name] = args.positional;
+  if (!name) throw new UsageError("showvminfo needs a machine name or UUID");
+  const store = new VmStore();
+  const vm = store.get(name);
+  const session = await runningSession(store.machineDir(vm.name));
+  const state = session ? "running" : vm.state === "saved" ? "saved" : "powered off";
+  if (args.options.has("json")) {
+    out(JSON.stringify({ ...vm, state, pid: session?.pid }));
+    return 0;
+  }
+  out(
+    [
+      `Name:            ${vm.name}`,
+      `UUID:            ${vm.uuid}`,
+      `Config file:     ${store.machineDir(vm.name)}/${vm.name}.json`,
+      `Memory size:     ${vm.memoryMiB}MB`,
+      `State:           ${state}${session ? ` (pid ${session.pid})` : ""}`,
+      `Storage Controllers: ${vm.storageControllers.length ? "" : "none"}`,
+      "",
+    ].join("\n"),
+  );
+  return 0;
+}
+
+export async function unregistervm(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["delete"]);
+  allowOnly(args, ["delete"]);
+  const [name] = args.positional;
+  if (!name) throw new UsageError("unregistervm needs a machine name or UUID");
+  const store = new VmStore();
+  const vm = store.get(name);
+  if (await runningSession(store.machineDir(vm.name))) throw new VmError("running", `vstor: machine '${vm.name}' is running; power it off first`);
+  store.unregister(name, { delete: args.options.has("delete") });
+  out(`Machine '${vm.name}' unregistered${args.options.has("delete") ? " and its files deleted" : ""}.\n`);
+  return 0;
+}
+
+const CONTROL_COMMANDS = ["poweroff", "reset"];
+
+export async function controlvm(argv: string[], out: Out): Promise<number> {
+  const [name, command, ...rest] = argv;
+  if (!name || !command) throw new UsageError(`controlvm needs a machine and a command (${CONTROL_COMMANDS.join(", ")})`);
+  if (!CONTROL_COMMANDS.includes(command)) throw new UsageError(`controlvm: unknown command '${command}' (known: ${CONTROL_COMMANDS.join(", ")})`);
+  const store = new VmStore();
+  const vm = store.get(name);
+  const reply = await sendControl(store.machineDir(vm.name), { command, args: rest });
+  if (!reply.ok) throw new VmError("not-running", `vstor: controlvm ${command} failed for '${vm.name}': ${reply.error}`);
+  out(`${command}: done\n`);
+  return 0;
+}

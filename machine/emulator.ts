@@ -1,0 +1,102 @@
+/**
+ * Starting v86 in Node with the bundled guest and our devices on a V86Host.
+ */
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { V86 } from "v86";
+import { buildCpio } from "../images/cpio.mjs";
+import { V86Host } from "../host-adapter/v86/v86-host.js";
+import type { V86Emulator } from "../host-adapter/v86/internals.js";
+import { guestImages, type GuestImages } from "./guest-images.js";
+
+export const BASE_CMDLINE = "console=ttyS0 tsc=reliable mitigations=off random.trust_cpu=on cryptomgr.notests noisapnp";
+
+export interface EmulatorOptions {
+  memoryMiB?: number;
+  /** KEY=VAL pairs for the guest's /init (VSTOR_MODE=agent, VSTOR_MODULES=..., ...). */
+  guestEnv?: Record<string, string>;
+  /** A script the guest runs once it is ready (delivered as an extra initramfs archive). */
+  script?: string;
+  /** Register devices here; it runs before the BIOS. */
+  setup?: (host: V86Host) => void;
+  /** Restore this saved machine instead of booting. */
+  initialState?: ArrayBuffer;
+  images?: GuestImages;
+  onSerialByte?: (byte: number) => void;
+  onTrace?: (device: string, message: string) => void;
+}
+
+export interface RunningEmulator {
+  emulator: V86Instance;
+  host: V86Host;
+  sendSerial(text: string): void;
+  saveState(): Promise<ArrayBuffer>;
+  stop(): Promise<void>;
+}
+
+export interface V86Instance extends V86Emulator {
+  serial0_send(data: string): void;
+  save_state(): Promise<ArrayBuffer>;
+  restore_state(state: ArrayBuffer): Promise<void>;
+  stop(): Promise<void>;
+  destroy(): Promise<void>;
+  run(): Promise<void>;
+  is_running(): boolean;
+}
+
+function v86BuildDir(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve("v86/package.json")), "build");
+}
+
+const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+const file = (path: string) => ({ buffer: toArrayBuffer(readFileSync(path)) });
+
+/** Boot v86 with the bundled guest; resolves once our devices are registered (before the BIOS runs). */
+export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const images = opts.images ?? guestImages();
+  let initrd = readFileSync(images.initrd) as Uint8Array;
+  if (opts.script !== undefined) {
+    // Linux unpacks concatenated newc archives in order: the second one adds /vstor/script.
+    const extra = buildCpio([
+      { type: "dir", path: "vstor", mode: 0o755 },
+      { type: "file", path: "vstor/script", mode: 0o755, data: new TextEncoder().encode(opts.script) },
+    ]);
+    const joined = new Uint8Array(initrd.length + extra.length);
+    joined.set(initrd);
+    joined.set(extra, initrd.length);
+    initrd = joined;
+  }
+  const env = Object.entries(opts.guestEnv ?? {}).map(([k, v]) => `${k}=${v}`);
+  const emulator = new V86({
+    wasm_path: join(v86BuildDir(), "v86.wasm"),
+    bios: file(images.bios),
+    vga_bios: images.vgaBios ? file(images.vgaBios) : undefined,
+    bzimage: file(images.kernel),
+    initrd: { buffer: toArrayBuffer(initrd) },
+    cmdline: [BASE_CMDLINE, ...env].join(" "),
+    memory_size: (opts.memoryMiB ?? 128) * 1024 * 1024,
+    vga_memory_size: 2 * 1024 * 1024,
+    initial_state: opts.initialState ? { buffer: opts.initialState } : undefined,
+    autostart: true,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+    net_device: { type: "none" },
+  } as never) as unknown as V86Instance;
+
+  const hostReady = V86Host.install(emulator, { replaceBuiltinIde: true, onTrace: opts.onTrace }, (host) => opts.setup?.(host));
+  if (opts.onSerialByte) emulator.add_listener("serial0-output-byte", opts.onSerialByte as (...a: unknown[]) => void);
+  const host = await hostReady;
+  return {
+    emulator,
+    host,
+    sendSerial: (text) => emulator.serial0_send(text),
+    saveState: () => emulator.save_state(),
+    stop: async () => {
+      await emulator.stop();
+      await emulator.destroy();
+    },
+  };
+}

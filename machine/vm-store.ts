@@ -1,0 +1,129 @@
+/**
+ * Machine definitions, persisted as JSON under VSTOR_HOME (default ~/.config/vstor), written
+ * atomically (write, then rename) so a crash never leaves half a file.
+ *
+ *   VSTOR_HOME/vms.json                 the registered machines: name, uuid, definition path
+ *   VSTOR_HOME/machines/NAME/NAME.json  one machine's definition
+ */
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+
+export interface MachineDefinition {
+  uuid: string;
+  name: string;
+  createdAt: string;
+  memoryMiB: number;
+  /** Storage controllers and attachments arrive with the controller issues. */
+  storageControllers: unknown[];
+  state: "poweroff" | "saved";
+  /** A saved machine state (controlvm savestate), restored by the next startvm. */
+  savedStateFile?: string;
+}
+
+interface RegistryEntry {
+  name: string;
+  uuid: string;
+  path: string;
+}
+
+export class VmError extends Error {
+  constructor(
+    readonly kind: "not-found" | "exists" | "invalid" | "running" | "not-running",
+    message: string,
+  ) {
+    super(message);
+    this.name = "VmError";
+  }
+}
+
+export function vstorHome(): string {
+  return process.env.VSTOR_HOME ?? join(homedir(), ".config", "vstor");
+}
+
+export function writeJsonAtomic(path: string, value: unknown): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
+  renameSync(tmp, path);
+}
+
+const VALID_NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
+
+export class VmStore {
+  constructor(readonly home = vstorHome()) {}
+
+  private get registryPath(): string {
+    return join(this.home, "vms.json");
+  }
+
+  private registry(): RegistryEntry[] {
+    if (!existsSync(this.registryPath)) return [];
+    try {
+      return (JSON.parse(readFileSync(this.registryPath, "utf8")) as { machines: RegistryEntry[] }).machines;
+    } catch (e) {
+      throw new VmError("invalid", `vstor: ${this.registryPath} is not valid JSON (${(e as Error).message})`);
+    }
+  }
+
+  private saveRegistry(entries: RegistryEntry[]): void {
+    writeJsonAtomic(this.registryPath, { machines: entries });
+  }
+
+  machineDir(name: string): string {
+    return join(this.home, "machines", name);
+  }
+
+  create(name: string, opts: { memoryMiB?: number } = {}): MachineDefinition {
+    if (!VALID_NAME.test(name)) throw new VmError("invalid", `vstor: '${name}' is not a valid machine name`);
+    const entries = this.registry();
+    if (entries.some((e) => e.name === name)) throw new VmError("exists", `vstor: a machine named '${name}' is already registered`);
+    const path = join(this.machineDir(name), `${name}.json`);
+    if (existsSync(path)) throw new VmError("exists", `vstor: ${path} already exists; unregister or remove it first`);
+    const vm: MachineDefinition = {
+      uuid: randomUUID(),
+      name,
+      createdAt: new Date().toISOString(),
+      memoryMiB: opts.memoryMiB ?? 128,
+      storageControllers: [],
+      state: "poweroff",
+    };
+    writeJsonAtomic(path, vm);
+    entries.push({ name, uuid: vm.uuid, path });
+    this.saveRegistry(entries);
+    return vm;
+  }
+
+  list(): MachineDefinition[] {
+    return this.registry().map((e) => this.readDefinition(e));
+  }
+
+  private readDefinition(e: RegistryEntry): MachineDefinition {
+    try {
+      return JSON.parse(readFileSync(e.path, "utf8")) as MachineDefinition;
+    } catch (err) {
+      throw new VmError("invalid", `vstor: cannot read machine '${e.name}' from ${e.path}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Find a machine by name or UUID. */
+  get(nameOrUuid: string): MachineDefinition {
+    const e = this.registry().find((r) => r.name === nameOrUuid || r.uuid === nameOrUuid);
+    if (!e) throw new VmError("not-found", `vstor: no machine named '${nameOrUuid}' is registered`);
+    return this.readDefinition(e);
+  }
+
+  save(vm: MachineDefinition): void {
+    const e = this.registry().find((r) => r.uuid === vm.uuid);
+    if (!e) throw new VmError("not-found", `vstor: machine '${vm.name}' is not registered`);
+    writeJsonAtomic(e.path, vm);
+  }
+
+  unregister(nameOrUuid: string, opts: { delete?: boolean } = {}): MachineDefinition {
+    const vm = this.get(nameOrUuid);
+    this.saveRegistry(this.registry().filter((r) => r.uuid !== vm.uuid));
+    if (opts.delete) rmSync(this.machineDir(vm.name), { recursive: true, force: true });
+    return vm;
+  }
+}
