@@ -89,14 +89,16 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
   const hostReady = V86Host.install(emulator, { replaceBuiltinIde: true, onTrace: opts.onTrace }, (host) => opts.setup?.(host));
   if (opts.onSerialByte) emulator.add_listener("serial0-output-byte", opts.onSerialByte as (...a: unknown[]) => void);
   const host = await hostReady;
+  let stopped: Promise<void> | undefined;
   return {
     emulator,
     host,
     sendSerial: (text) => emulator.serial0_send(text),
     saveState: () => emulator.save_state(),
-    stop: async () => {
-      await emulator.stop();
-      await emulator.destroy();
-    },
+    stop: () =>
+      (stopped ??= (async () => {
+        await emulator.stop();
+        await emulator.destroy();
+      })()),
   };
 }

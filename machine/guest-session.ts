@@ -25,33 +25,33 @@ export interface GuestSession {
 
 export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
   const t0 = performance.now();
-  let console!: GuestConsole;
+  let guestConsole!: GuestConsole;
   const vm = await startEmulator({
     ...opts,
     guestEnv: { VSTOR_MODE: opts.mode ?? "agent", ...opts.guestEnv },
     onSerialByte: (b) => {
-      console.onByte(b);
+      guestConsole.onByte(b);
       opts.onSerialByte?.(b);
     },
   });
-  console = new GuestConsole((text) => vm.sendSerial(text));
-  console.onLine = opts.onLine;
+  guestConsole = new GuestConsole((text) => vm.sendSerial(text));
+  guestConsole.onLine = opts.onLine;
   const timeout = opts.bootTimeoutMs ?? 180_000;
   const session: GuestSession = {
     vm,
-    console,
+    console: guestConsole,
     timings: { booted: NaN, ready: NaN },
-    run: (script, timeoutMs) => console.run(script, timeoutMs),
+    run: (script, timeoutMs) => guestConsole.run(script, timeoutMs),
     stop: () => vm.stop(),
   };
   if (opts.initialState) return session; // a restored guest is already past boot
   try {
-    await console.waitFor("@@VSTOR BOOTED", timeout, "the guest's init");
+    await guestConsole.waitFor("@@VSTOR BOOTED", timeout, "the guest's init");
     session.timings.booted = (performance.now() - t0) / 1000;
-    await console.waitFor("@@VSTOR READY", timeout, "the guest's modules to load");
+    await guestConsole.waitFor("@@VSTOR READY", timeout, "the guest's modules to load");
     session.timings.ready = (performance.now() - t0) / 1000;
     if ((opts.mode ?? "agent") === "agent" && opts.script === undefined) {
-      await console.waitFor("@@VSTOR AGENT", timeout, "the guest agent");
+      await guestConsole.waitFor("@@VSTOR AGENT", timeout, "the guest agent");
     }
   } catch (e) {
     await vm.stop().catch(() => undefined);

@@ -128,6 +128,8 @@ export class V86Host implements Host {
   private readonly resetHooks: (() => void)[] = [];
   private readonly stateHooks = new Map<string, StateHooks>();
   private readonly isaIrqs = new Map<number, IrqLine>();
+  /** Keeps the device clock continuous across save/restore into another process. */
+  private clockOffsetMs = 0;
 
   /**
    * Attach to a V86 instance right after `new V86(...)`. `setup` runs when the emulator's devices
@@ -155,7 +157,7 @@ export class V86Host implements Host {
     this.lines = new InterruptLines(cpu);
     this.memory = new V86GuestMemory(cpu);
     this.clock = {
-      nowNs: () => performance.now() * 1e6,
+      nowNs: () => (performance.now() + this.clockOffsetMs) * 1e6,
       setTimer: (delayNs, fn) => this.setTimer(delayNs, fn),
     };
     if (options.replaceBuiltinIde) removeBuiltinIde(cpu);
@@ -539,16 +541,19 @@ export class V86Host implements Host {
       const s = hooks.save();
       devices.push({ id, version: s.version, data: s.data, blobs: (s.blobs ?? []).map(addBlob) });
     }
-    return [STATE_MAGIC, JSON.stringify({ functions, isa, devices }), ...blobs];
+    const clockMs = performance.now() + this.clockOffsetMs;
+    return [STATE_MAGIC, JSON.stringify({ clockMs, functions, isa, devices }), ...blobs];
   }
 
   private restoreSlot(slot: unknown[]): void {
     const saved = JSON.parse(slot[1] as string) as {
+      clockMs: number;
       functions: { devfn: number; name: string; config: number; requested: boolean }[];
       isa: { irq: number; level: boolean }[];
       devices: { id: string; version: number; data: unknown; blobs: number[] }[];
     };
     const blob = (i: number) => slot[2 + i] as Uint8Array;
+    this.clockOffsetMs = saved.clockMs - performance.now();
     this.lines.forgetAll();
     this.lines.adoptingRestoredState = true;
     for (const s of saved.functions) {

@@ -1,0 +1,65 @@
+# vstor: the two commands are `make run` and `make test`; both set up what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export DEBIAN_FRONTEND := noninteractive
+
+# Debian packages the project needs on the host (peers for interop tests, image tooling).
+HOST_PACKAGES := qemu-utils seabios gcc-multilib binutils
+STAMP := build/.stamps
+VSTOR := node dist/vstor.mjs
+VM ?= vstor-default
+ARGS ?=
+
+.PHONY: help setup build images check test test-unit test-guest run bench clean
+
+help:
+	@echo "make run    boot the bundled Linux guest on an interactive serial console (ARGS='--script FILE' to run a script)"
+	@echo "make test   set up everything, then run unit, interop and guest tests"
+	@echo "make bench  benchmarks against peers measured in the same run"
+
+$(STAMP)/apt:
+	@mkdir -p $(STAMP)
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq || true; \
+	  apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+setup: $(STAMP)/apt node_modules/.package-lock.json
+
+build: setup
+	node build.mjs
+
+images: setup
+	node images/build.mjs
+
+check: setup
+	npx tsc -p tsconfig.common.json
+	npx tsc -p tsconfig.json
+	node tools/check-layers.mjs
+
+test-unit: check
+	npx vitest run
+
+test-guest: build images
+	npx vitest run --config guest-tests/vitest.config.ts
+
+test: check build images
+	npx vitest run
+	npx vitest run --config guest-tests/vitest.config.ts
+
+run: build images
+	@$(VSTOR) showvminfo $(VM) >/dev/null 2>&1 || $(VSTOR) createvm --name $(VM) --register >/dev/null
+	$(VSTOR) startvm $(VM) --type headless $(ARGS)
+
+bench: build images
+	node --v8-pool-size=1 bench/run.mjs
+
+clean:
+	rm -rf dist build/test-bundles
