@@ -227,6 +227,27 @@ function resolvePackages() {
   return { pkgs, kernelPkg: kernel.name };
 }
 
+// Resolution takes several apt-cache runs (~1 s each without a pkgcache); reuse
+// the last result while the lists and this script are unchanged.
+function resolveCached() {
+  const listDir = path.join(APT_DIR, 'lists');
+  const stamp = sha256(JSON.stringify({
+    lists: fs.readdirSync(listDir).filter((f) => /_(In)?Release$|_Packages/.test(f)).sort()
+      .map((f) => [f, fs.statSync(path.join(listDir, f)).size, fs.statSync(path.join(listDir, f)).mtimeMs]),
+    script: sha256(fs.readFileSync(fileURLToPath(import.meta.url))),
+  }));
+  const file = path.join(APT_DIR, 'resolved.json');
+  try {
+    const c = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (c.stamp === stamp) return { pkgs: new Map(c.pkgs.map((p) => [p.name, p])), kernelPkg: c.kernelPkg };
+  } catch {
+    // no usable cache: resolve below
+  }
+  const r = resolvePackages();
+  fs.writeFileSync(file, JSON.stringify({ stamp, kernelPkg: r.kernelPkg, pkgs: [...r.pkgs.values()] }, null, 1));
+  return r;
+}
+
 function debPath(p) {
   return path.join(DEB_DIR, `${p.name}_${p.version.replace(/:/g, '%3a')}_${p.arch}.deb`);
 }
@@ -618,7 +639,7 @@ function main() {
 
   // Resolve versions from the local lists; only touch the network when a
   // needed .deb is not cached yet (or apt-get download fails on stale lists).
-  let { pkgs, kernelPkg } = resolvePackages();
+  let { pkgs, kernelPkg } = resolveCached();
   let key = buildKey(pkgs);
   if (!force && upToDate(key)) {
     console.log(`images: build/guest is up to date (${pkgs.get(kernelPkg).name} ${pkgs.get(kernelPkg).version}, key ${key})`);
@@ -627,7 +648,7 @@ function main() {
   if (!downloadDebs(pkgs)) {
     if (updated) fail('downloading packages failed');
     aptUpdate();
-    ({ pkgs, kernelPkg } = resolvePackages());
+    ({ pkgs, kernelPkg } = resolveCached());
     key = buildKey(pkgs);
     if (!downloadDebs(pkgs)) fail('downloading packages failed after apt-get update');
   }

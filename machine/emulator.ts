@@ -53,8 +53,8 @@ function v86BuildDir(): string {
 const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 const file = (path: string) => ({ buffer: toArrayBuffer(readFileSync(path)) });
 
-/** Boot v86 with the bundled guest; resolves once our devices are registered (before the BIOS runs). */
-export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
+/** The V86 constructor options for the bundled guest (also used bare, as a benchmark peer). */
+export function v86Options(opts: EmulatorOptions = {}): Record<string, unknown> {
   const images = opts.images ?? guestImages();
   let initrd = readFileSync(images.initrd) as Uint8Array;
   if (opts.script !== undefined) {
@@ -69,7 +69,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     initrd = joined;
   }
   const env = Object.entries(opts.guestEnv ?? {}).map(([k, v]) => `${k}=${v}`);
-  const emulator = new V86({
+  return {
     wasm_path: join(v86BuildDir(), "v86.wasm"),
     bios: file(images.bios),
     vga_bios: images.vgaBios ? file(images.vgaBios) : undefined,
@@ -84,7 +84,12 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     disable_mouse: true,
     disable_speaker: true,
     net_device: { type: "none" },
-  } as never) as unknown as V86Instance;
+  };
+}
+
+/** Boot v86 with the bundled guest; resolves once our devices are registered (before the BIOS runs). */
+export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const emulator = new V86(v86Options(opts) as never) as unknown as V86Instance;
 
   const hostReady = V86Host.install(emulator, { replaceBuiltinIde: true, onTrace: opts.onTrace }, (host) => opts.setup?.(host));
   if (opts.onSerialByte) emulator.add_listener("serial0-output-byte", opts.onSerialByte as (...a: unknown[]) => void);
