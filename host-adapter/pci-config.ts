@@ -180,7 +180,7 @@ export class PciConfigSpace {
       if (base === 0 || base + size > 0x10000) return undefined;
       return base;
     }
-    if (!(this.command & CMD_MEMORY)) return undefined;
+    if (!(this.command & CMD_MEMORY) || raw === this.barMask[i]) return undefined;
     return this.fixedMemoryBases[i];
   }
 

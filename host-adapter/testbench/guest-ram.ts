@@ -48,9 +48,8 @@ export class TestGuestMemory implements GuestMemory {
     if (!plan) return this.refuse();
     let at = 0;
     for (let i = 0; i < plan.length; i += 2) {
-      const [addr, n] = [plan[i], plan[i + 1]];
-      dst.set(this.ram.subarray(addr, addr + n), at);
-      at += n;
+      dst.set(this.ram.subarray(plan[i], plan[i] + plan[i + 1]), at);
+      at += plan[i + 1];
     }
     return true;
   }
@@ -62,9 +61,8 @@ export class TestGuestMemory implements GuestMemory {
     if (!plan) return this.refuse();
     let at = 0;
     for (let i = 0; i < plan.length; i += 2) {
-      const [addr, n] = [plan[i], plan[i + 1]];
-      this.ram.set(src.subarray(at, at + n), addr);
-      at += n;
+      this.ram.set(src.subarray(at, at + plan[i + 1]), plan[i]);
+      at += plan[i + 1];
     }
     return true;
   }

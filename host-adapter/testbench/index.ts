@@ -3,7 +3,6 @@ export { TestHost, MMIO_WINDOW_BASE, type TestHostOptions, type TestHostState, t
 export { TestGuestMemory } from "./guest-ram.js";
 export { VirtualClock } from "./virtual-clock.js";
 export { ISA_IRQ_COUNT, PIRQ_TO_ISA_IRQ, pciIntxIsaIrq, type IrqEdge } from "./interrupts.js";
-export { allOnes } from "./address-space.js";
 export {
   BarAccess,
   GuestAllocator,

@@ -413,6 +413,26 @@ describe("PCI bus", () => {
     ]);
   });
 
+  it("runs onConfigWrite before onBarChange, and onBarChange only when a decoded base changes", () => {
+    const host = new TestHost();
+    const events: string[] = [];
+    const fn = host.registerPciFunction({
+      name: "hooks",
+      vendorId: 1,
+      deviceId: 1,
+      classCode: 0,
+      interruptPin: 1,
+      bars: [{ kind: "io", size: 16, handler: { read: () => 0, write: () => {} } }],
+      onConfigWrite: (offset) => events.push(`config ${offset}`),
+      onBarChange: (i, base) => events.push(`bar${i} ${base}`),
+    });
+    host.configWrite(fn.devfn, PCI_BAR0, 4, 0xc100);
+    host.configWrite(fn.devfn, PCI_COMMAND, 2, CMD_IO);
+    host.configWrite(fn.devfn, PCI_COMMAND, 2, CMD_IO | CMD_INTX_DISABLE); // decoding unchanged
+    fn.configSet(PCI_COMMAND, 2, 0); // a device-side change is tracked too
+    expect(events).toEqual([`config ${PCI_BAR0}`, `config ${PCI_COMMAND}`, `bar0 ${0xc100}`, `config ${PCI_COMMAND}`, "bar0 undefined"]);
+  });
+
   it("returns config spaces to power-on values on reset and unmaps the BARs", () => {
     const { host, toy, drv, io } = readyMachine();
     const powerOn = new TestHost();
@@ -512,6 +532,26 @@ describe("interrupts", () => {
     host.flush();
     expect(host.irqLevel(irq)).toBe(true);
     expect(drv.intxPending).toBe(true);
+  });
+
+  it("applies a queued change with the level wanted at flush time, without a glitch", () => {
+    const host = new TestHost({ autoFlush: false });
+    let irq: PciFunction["irq"] | undefined;
+    const pulse: RegionHandler = {
+      read: () => 0,
+      write: () => {
+        irq!.set(true);
+        irq!.set(false);
+      },
+    };
+    const fn = host.registerPciFunction({ name: "pulse", vendorId: 1, deviceId: 1, classCode: 0, interruptPin: 1, bars: [{ kind: "memory", size: 16, handler: pulse }] });
+    irq = fn.irq;
+    host.configWrite(fn.devfn, PCI_COMMAND, 2, CMD_MEMORY);
+    host.writeMmio(fn.barBase(0)!, 4, 1);
+    expect(host.irqChangesInMmio).toBe(2);
+    host.flush();
+    expect(host.irqLog).toEqual([]);
+    expect(fn.irq.level).toBe(false);
   });
 
   it("applies the queued change right after the access returns when auto-flush is on", () => {
@@ -650,7 +690,7 @@ describe("device work", () => {
 
 describe("save and restore", () => {
   it("round-trips RAM, config space, IRQ levels, device state and re-armed timers", () => {
-    const m = readyMachine();
+    const m = readyMachine({ memorySize: 1 << 20 });
     m.drv.configWrite(PCI_BAR0, 4, 0xd000); // relocated by the guest
     const io = m.drv.bar(0);
     io.write32(REG_SCRATCH, 0xabcd_0123);
@@ -662,7 +702,7 @@ describe("save and restore", () => {
     const { ram, functions, ...rest } = state;
     const copy = { ...(JSON.parse(JSON.stringify(rest)) as typeof rest), ram, functions };
 
-    const host = new TestHost();
+    const host = new TestHost({ memorySize: 1 << 20 });
     const toy = new ToyDevice(host);
     host.loadState(copy);
     const drv = new PciDriver(host, toy.pci.devfn);
@@ -684,12 +724,12 @@ describe("save and restore", () => {
   });
 
   it("refuses a state taken with different devices", () => {
-    const { host } = machine();
+    const { host } = machine({ memorySize: 1 << 20 });
     const state = host.saveState();
-    const other = new TestHost();
+    const other = new TestHost({ memorySize: 1 << 20 });
     new ToyDevice(other, { name: "renamed" });
     expect(() => other.loadState(state)).toThrow(/differ/);
-    expect(() => new TestHost({ memorySize: 1 << 20 }).loadState(state)).toThrow(/RAM/);
+    expect(() => new TestHost({ memorySize: 2 << 20 }).loadState(state)).toThrow(/RAM/);
   });
 });
 

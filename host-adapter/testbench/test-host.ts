@@ -159,7 +159,6 @@ export class TestHost implements Host {
     }
     const isa = pciIntxIsaIrq(devfn >> 3, spec.interruptPin);
     const intx = isa === undefined ? undefined : this.router.addSource(isa, (level) => config.setInterruptStatus(level));
-    const refresh = () => this.refresh(entry, true);
     const view: PciFunction = {
       spec,
       devfn,
@@ -177,12 +176,12 @@ export class TestHost implements Host {
       configRead: (offset, size) => config.read(offset, size),
       configSet: (offset, size, value) => {
         config.set(offset, size, value);
-        refresh();
+        this.notifyBars(entry, this.refresh(entry));
       },
     };
     const entry: FunctionEntry = { spec, devfn, config, intx, view, decoded: [] };
     this.functions.set(devfn, entry);
-    this.refresh(entry, false);
+    this.refresh(entry);
     return view;
   }
 
@@ -273,8 +272,9 @@ export class TestHost implements Host {
   }
 
   /**
-   * Config write: masks and W1C via PciConfigSpace, then I/O BARs are remapped, INTx masking is
-   * re-evaluated, onBarChange runs for each BAR whose decoded base changed, then onConfigWrite.
+   * Config write: masks and W1C via PciConfigSpace, then I/O BARs are remapped and INTx masking is
+   * re-evaluated; then onConfigWrite runs, then onBarChange for each BAR whose decoded base changed
+   * (the order V86Host uses).
    */
   configWrite(devfn: number, offset: number, size: AccessSize, value: number): void {
     checkConfigAddress(devfn, offset);
@@ -411,7 +411,7 @@ export class TestHost implements Host {
     this.resetControl = 0;
     for (const e of this.sortedFunctions()) {
       e.config.reset();
-      this.refresh(e, true);
+      this.notifyBars(e, this.refresh(e));
     }
     for (const hook of this.resetHooks) hook();
     this.flush();
@@ -465,7 +465,7 @@ export class TestHost implements Host {
     state.functions.forEach((f, i) => {
       const e = entries[i];
       e.config.bytes.set(f.config);
-      this.refresh(e, false);
+      this.refresh(e);
       if (e.intx) this.applyNow(e.intx, f.intx);
     });
     state.isaIrqs.forEach((s, i) => this.applyNow(this.isaSources[i], s.level));
@@ -499,12 +499,16 @@ export class TestHost implements Host {
     const e = this.functions.get(devfn);
     if (!e) return;
     const effect = e.config.write(offset, size, value);
-    if (effect.barsChanged.length || effect.commandChanged) this.refresh(e, true);
+    const moved = effect.barsChanged.length || effect.commandChanged ? this.refresh(e) : [];
     e.spec.onConfigWrite?.(offset, size, value);
+    this.notifyBars(e, moved);
   }
 
-  /** Re-read BAR decoding and INTx masking of one function after its config space changed. */
-  private refresh(e: FunctionEntry, notify: boolean): void {
+  /**
+   * Re-read BAR decoding and INTx masking of one function after its config space changed; returns
+   * the BARs whose decoded base changed.
+   */
+  private refresh(e: FunctionEntry): number[] {
     const before = e.decoded;
     e.decoded = [0, 1, 2, 3, 4, 5].map((i) => e.config.barBase(i));
     if (e.intx) {
@@ -521,8 +525,11 @@ export class TestHost implements Host {
         (bar.kind === "io" ? this.ioBars : this.memoryBars).push({ base, length, handler: bar.handler });
       });
     }
-    if (!notify || !e.spec.onBarChange) return;
-    for (let i = 0; i < 6; i++) if (before[i] !== e.decoded[i]) e.spec.onBarChange(i, e.decoded[i]);
+    return [0, 1, 2, 3, 4, 5].filter((i) => before[i] !== e.decoded[i]);
+  }
+
+  private notifyBars(e: FunctionEntry, moved: number[]): void {
+    for (const i of moved) e.spec.onBarChange?.(i, e.decoded[i]);
   }
 
   private irqLine(source: IrqSource): IrqLine {
@@ -533,8 +540,9 @@ export class TestHost implements Host {
         if (level === source.requested) return;
         source.requested = level;
         if (host.mmioDepth > 0) {
+          // Applied later with whatever level is wanted then, as V86Host does (no glitch pulses).
           host.irqChangesInMmio++;
-          host.work.push(() => host.router.apply(source, level));
+          host.work.push(() => host.router.apply(source, source.requested));
         } else {
           host.router.apply(source, level);
         }
@@ -603,7 +611,7 @@ export class TestHost implements Host {
         return t ? this.configReadNow(t[0], t[1], size) : allOnes(size);
       },
       write: (offset, size, value) => {
-        if (offset === 0 && size === 4) this.configAddress = value & 0x80ff_fffc;
+        if (offset === 0 && size === 4) this.configAddress = (value & 0x80ff_fffc) >>> 0;
         else if (offset === RESET_CONTROL_OFFSET && size === 1) {
           this.resetControl = value & ~RST_CPU;
           if (value & RST_CPU) this.defer(() => this.reset());

@@ -272,17 +272,17 @@ export class V86Host implements Host {
 
   private configWrite(fn: V86PciFunction, offset: number, size: AccessSize, value: number): void {
     const mask = size === 4 ? 0xffffffff : (1 << (8 * size)) - 1;
+    const decodedBefore = fn.spec.bars.map((_, i) => fn.config.barBase(i));
     const effect = fn.config.write(offset & ~(size - 1), size, (value & mask) >>> 0);
     fn.syncMirror();
     if (effect.commandChanged || effect.barsChanged.length) this.remapIo(fn);
     if (effect.commandChanged) this.updateIntx(fn);
     try {
       fn.spec.onConfigWrite?.(offset, size, value >>> 0);
-      if (fn.spec.onBarChange) {
-        const changed = new Set(effect.barsChanged);
-        if (effect.commandChanged) fn.spec.bars.forEach((b, i) => b && changed.add(i));
-        for (const i of changed) fn.spec.onBarChange(i, fn.config.barBase(i));
-      }
+      fn.spec.bars.forEach((bar, i) => {
+        const now = fn.config.barBase(i);
+        if (bar && now !== decodedBefore[i]) fn.spec.onBarChange?.(i, now);
+      });
     } catch (e) {
       this.trace(fn.spec.name, `config write hook failed: ${String(e)}`);
     }
