@@ -1,0 +1,38 @@
+/**
+ * What a format backend needs from a file: positioned async reads and writes with many in
+ * flight, a flush barrier, size and truncate. Pure interface (no Node types): the Node
+ * implementation lives in media/io/node/, a test one in memory, so codecs and backends run
+ * anywhere and can be fuzzed without files.
+ */
+export interface FileIo {
+  /** For error messages. */
+  readonly path: string;
+  readonly readOnly: boolean;
+  /** Read up to buf.length bytes at pos; resolves with the count (short only at end of file). */
+  read(pos: number, buf: Uint8Array): Promise<number>;
+  /** Write all of buf at pos (the file grows as needed). */
+  write(pos: number, buf: Uint8Array): Promise<void>;
+  /** Durable: everything written before this call is on stable storage when it resolves. */
+  flush(): Promise<void>;
+  size(): Promise<number>;
+  truncate(length: number): Promise<void>;
+  /** Give the range's space back to the host where it can (punch a hole); contents become zero. */
+  punchHole?(pos: number, length: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  readOnly?: boolean;
+  /** Create the file; fail if it exists. */
+  create?: boolean;
+  /** Bypass the host page cache where the platform allows it (host I/O cache off). */
+  direct?: boolean;
+}
+
+/** Opens files for backends; injected so tests can use memory and fault wrappers. */
+export interface FileOpener {
+  open(path: string, options?: OpenOptions): Promise<FileIo>;
+  exists(path: string): Promise<boolean>;
+  remove(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+}
