@@ -56,7 +56,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
         if (script !== undefined) err(`vstor: '${vm.name}' was powered off before the script finished\n`);
         return { ok: true };
       case "reset":
-        (session.vm.emulator as unknown as { restart(): void }).restart();
+        await session.reset();
         return { ok: true };
       case "status":
         return { ok: true, data: { pid: process.pid } };

@@ -25,6 +25,8 @@ export interface EmulatorOptions {
   images?: GuestImages;
   onSerialByte?: (byte: number) => void;
   onTrace?: (device: string, message: string) => void;
+  /** Machine reset requested (guest reboot or controlvm reset); see V86HostOptions.onReboot. */
+  onReboot?: () => void;
 }
 
 export interface RunningEmulator {
@@ -91,7 +93,7 @@ export function v86Options(opts: EmulatorOptions = {}): Record<string, unknown> 
 export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
   const emulator = new V86(v86Options(opts) as never) as unknown as V86Instance;
 
-  const hostReady = V86Host.install(emulator, { replaceBuiltinIde: true, onTrace: opts.onTrace }, (host) => opts.setup?.(host));
+  const hostReady = V86Host.install(emulator, { replaceBuiltinIde: true, onTrace: opts.onTrace, onReboot: opts.onReboot }, (host) => opts.setup?.(host));
   if (opts.onSerialByte) emulator.add_listener("serial0-output-byte", opts.onSerialByte as (...a: unknown[]) => void);
   const host = await hostReady;
   let stopped: Promise<void> | undefined;

@@ -1,10 +1,14 @@
 /**
  * A booted guest: the emulator, its console, and the agent to run scripts in it.
+ *
+ * Reset (guest reboot or controlvm reset) rebuilds the emulator in this process with the same
+ * devices, like pressing a hardware reset button: v86's own in-place reset crashes a booted
+ * Linux guest on the pinned build (see host-adapter/v86/v86-host.ts, onReboot).
  */
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./emulator.js";
 import { GuestConsole, type GuestRunResult } from "./guest-console.js";
 
-export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte"> {
+export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte" | "onReboot"> {
   /** "agent": scripts over the console (tests); "shell": an interactive shell. */
   mode?: "agent" | "shell";
   bootTimeoutMs?: number;
@@ -12,39 +16,64 @@ export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte"> {
   onLine?: (line: string) => void;
   /** Raw console bytes, for an interactive terminal. */
   onSerialByte?: (byte: number) => void;
+  /** Told after each reset, once the new emulator runs. */
+  onReset?: () => void;
 }
 
 export interface GuestSession {
-  vm: RunningEmulator;
+  /** The current emulator (a reset replaces it). */
+  readonly vm: RunningEmulator;
   console: GuestConsole;
   /** Seconds from start to "@@VSTOR BOOTED" (init runs) and "@@VSTOR READY" (modules loaded). */
   timings: { booted: number; ready: number };
   run(script: string, timeoutMs?: number): Promise<GuestRunResult>;
+  /** Hardware reset: the guest boots again from power-on, with the same devices. */
+  reset(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
   const t0 = performance.now();
-  let guestConsole!: GuestConsole;
-  const vm = await startEmulator({
+  const guestConsole = new GuestConsole((text) => vm.sendSerial(text));
+  guestConsole.onLine = opts.onLine;
+  let stopped = false;
+  let resetting: Promise<void> | undefined;
+
+  const emulatorOptions = (restore: boolean): EmulatorOptions => ({
     ...opts,
+    initialState: restore ? opts.initialState : undefined,
     guestEnv: { VSTOR_MODE: opts.mode ?? "agent", ...opts.guestEnv },
     onSerialByte: (b) => {
       guestConsole.onByte(b);
       opts.onSerialByte?.(b);
     },
+    onReboot: () => void setImmediate(() => void session.reset()),
   });
-  guestConsole = new GuestConsole((text) => vm.sendSerial(text));
-  guestConsole.onLine = opts.onLine;
-  const timeout = opts.bootTimeoutMs ?? 180_000;
+
+  let vm = await startEmulator(emulatorOptions(true));
   const session: GuestSession = {
-    vm,
+    get vm() {
+      return vm;
+    },
     console: guestConsole,
     timings: { booted: NaN, ready: NaN },
     run: (script, timeoutMs) => guestConsole.run(script, timeoutMs),
-    stop: () => vm.stop(),
+    reset: () =>
+      (resetting ??= (async () => {
+        await vm.stop();
+        if (!stopped) {
+          vm = await startEmulator(emulatorOptions(false));
+          opts.onReset?.();
+        }
+      })().finally(() => (resetting = undefined))),
+    stop: async () => {
+      stopped = true;
+      await resetting;
+      await vm.stop();
+    },
   };
   if (opts.initialState) return session; // a restored guest is already past boot
+  const timeout = opts.bootTimeoutMs ?? 180_000;
   try {
     await guestConsole.waitFor("@@VSTOR BOOTED", timeout, "the guest's init");
     session.timings.booted = (performance.now() - t0) / 1000;
@@ -54,7 +83,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
       await guestConsole.waitFor("@@VSTOR AGENT", timeout, "the guest agent");
     }
   } catch (e) {
-    await vm.stop().catch(() => undefined);
+    await session.stop().catch(() => undefined);
     throw e;
   }
   return session;

@@ -33,6 +33,12 @@ export interface V86HostOptions {
   replaceBuiltinIde?: boolean;
   /** Where fixed memory BARs are placed; must be in the PCI hole, clear of v86's own mappings. */
   mmioBase?: number;
+  /**
+   * Called instead of v86's own reset when the guest or the embedder resets the machine. The npm
+   * build's in-place reset crashes a booted Linux guest ("Unimplemented: #GP handler"), so an
+   * embedder can rebuild the emulator instead (machine/guest-session.ts does).
+   */
+  onReboot?(): void;
   /** Receives device trace lines (guest mistakes, unusual events). */
   onTrace?(device: string, message: string): void;
 }
@@ -478,6 +484,10 @@ export class V86Host implements Host {
     const cpu = this.cpu;
     const orig = cpu.reboot_internal.bind(cpu);
     cpu.reboot_internal = () => {
+      if (this.options.onReboot) {
+        this.options.onReboot();
+        return;
+      }
       orig();
       this.resetDevices();
     };
