@@ -53,6 +53,11 @@ export interface BlockBackend {
   /** 512 for disks, 2048 for CD/DVD images. */
   readonly sectorSize: number;
   readonly readOnly: boolean;
+  /**
+   * true: a discarded range reads back as zeros. false or absent: it reads back as zeros or as its
+   * old data, sector by sector (a controller reports this as deterministic zeros after TRIM / LBPRZ).
+   */
+  readonly discardZeroes?: boolean;
   /** Fill `buf` from `offset`. Offset and length are multiples of sectorSize. */
   read(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, buf: Uint8Array): Promise<void>;
