@@ -6,9 +6,11 @@
  *   VSTOR_HOME/machines/NAME/NAME.json  one machine's definition
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { vstorHome, writeJsonAtomic } from "../media/io/node/persist.js";
+
+export { vstorHome, writeJsonAtomic };
 
 export interface MachineDefinition {
   uuid: string;
@@ -36,17 +38,6 @@ export class VmError extends Error {
     super(message);
     this.name = "VmError";
   }
-}
-
-export function vstorHome(): string {
-  return process.env.VSTOR_HOME ?? join(homedir(), ".config", "vstor");
-}
-
-export function writeJsonAtomic(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
-  renameSync(tmp, path);
 }
 
 const VALID_NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
