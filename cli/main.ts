@@ -2,6 +2,7 @@
  * vstor: VBoxManage-style command line for vstor's machines and media.
  */
 import { UsageError } from "./args.js";
+import { closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
 import { startvm } from "./startvm.js";
 import { controlvm, createvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
 
@@ -15,7 +16,15 @@ Machines:
   startvm NAME|UUID [--type headless] [--script FILE] [--timeout SECONDS]
   controlvm NAME|UUID poweroff|reset
 
-Machines live under $VSTOR_HOME (default ~/.config/vstor).
+Media:
+  createmedium disk --filename FILE --size MB [--format VDI|RAW] [--variant Standard|Fixed]
+  createmedium disk --filename FILE --diffparent UUID|FILE
+  showmediuminfo [disk] FILE|UUID [--json]
+  list hdds [--json]
+  modifymedium [disk] FILE|UUID --resize MB | --compact
+  closemedium [disk] FILE|UUID [--delete]
+
+Machines and the media registry live under $VSTOR_HOME (default ~/.config/vstor).
 `;
 
 const out = (t: string) => void process.stdout.write(t);
@@ -29,7 +38,8 @@ async function main(argv: string[]): Promise<number> {
     case "list": {
       const [what, ...more] = rest;
       if (what === "vms") return listVms(more, out);
-      throw new UsageError(`list: unknown list '${what ?? ""}' (known: vms)`);
+      if (what === "hdds") return listHdds(more, out);
+      throw new UsageError(`list: unknown list '${what ?? ""}' (known: vms, hdds)`);
     }
     case "showvminfo":
       return showvminfo(rest, out);
@@ -39,6 +49,17 @@ async function main(argv: string[]): Promise<number> {
       return startvm(rest, out, err);
     case "controlvm":
       return controlvm(rest, out);
+    case "createmedium":
+    case "createhd":
+      return createmedium(rest, out);
+    case "showmediuminfo":
+    case "showhdinfo":
+      return showmediuminfo(rest, out);
+    case "closemedium":
+      return closemedium(rest, out);
+    case "modifymedium":
+    case "modifyhd":
+      return modifymedium(rest, out);
     case undefined:
     case "help":
     case "--help":
