@@ -62,6 +62,8 @@ const MODULES = [
   'scsi_transport_spi', 'scsi_transport_sas',
   'mptbase', 'mptscsih', 'mptspi', 'mptsas', 'BusLogic',
   'loop', 'isofs', 'ext4', 'crc32c_generic', 'vfat', 'nls_cp437', 'nls_iso8859-1', 'nls_ascii', 'nls_utf8',
+  // A generic PCI driver the host-adapter tests bind to the test fixture (INTx through a real driver).
+  'uio_pci_generic',
 ];
 
 // The kernel command line the host is expected to use (recorded in the manifest).
@@ -524,8 +526,9 @@ function buildInitramfs({ roots, kroot, kver, mods, pkgs, key }) {
   // Our own programs.
   file('init', fs.readFileSync(path.join(HERE, 'init')), 0o755);
   file('bin/vstor-put', fs.readFileSync(path.join(HERE, 'vstor-put')), 0o755);
-  file('bin/vstor-io', compileVstorIo(), 0o755);
-  toolNames.add('vstor-put').add('vstor-io');
+  file('bin/vstor-io', compileVstorIo('vstor-io'), 0o755);
+  file('bin/vstor-dmajit', compileVstorIo('vstor-dmajit'), 0o755);
+  toolNames.add('vstor-put').add('vstor-io').add('vstor-dmajit');
 
   // Busybox and its applets; real tools win over same-named applets.
   const allApplets = busyboxApplets(bb);
@@ -623,11 +626,11 @@ function listSymlinks(dir, base = dir) {
 }
 
 // ---------------------------------------------------------------------------
-// vstor-io: static i386 C program
+// Our static i386 C programs: vstor-io (I/O at a queue depth) and vstor-dmajit (adapter check)
 
-function compileVstorIo() {
-  const src = path.join(HERE, 'vstor-io.c');
-  const out = path.join(WORK, 'vstor-io');
+function compileVstorIo(name = 'vstor-io') {
+  const src = path.join(HERE, `${name}.c`);
+  const out = path.join(WORK, name);
   const args = ['-m32', '-static', '-O2', '-Wall', '-Wextra', '-s', '-o', out, src];
   let r = run('gcc', args);
   if (r.status !== 0) {
@@ -635,7 +638,7 @@ function compileVstorIo() {
     log('gcc -m32 -static failed; installing gcc-multilib');
     aptInstallHost(['gcc', 'gcc-multilib']);
     r = run('gcc', args);
-    if (r.status !== 0) fail(`compiling vstor-io failed:\n${r.stderr}`);
+    if (r.status !== 0) fail(`compiling ${name} failed:\n${r.stderr}`);
   }
   if (r.stderr.trim()) process.stderr.write(r.stderr);
   return fs.readFileSync(out);

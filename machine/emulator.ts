@@ -100,12 +100,36 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
   return {
     emulator,
     host,
-    sendSerial: (text) => emulator.serial0_send(text),
+    sendSerial: serialSender(emulator),
     saveState: () => emulator.save_state(),
     stop: () =>
       (stopped ??= (async () => {
         await emulator.stop();
         await emulator.destroy();
       })()),
+  };
+}
+
+/**
+ * Console input, paced: a burst of more than ~64 KiB queued in v86's UART at once freezes serial
+ * input for good (Linux stops reading mid-burst and the UART's interrupt is not raised again), so
+ * text is fed in slices while the UART's receive queue is short.
+ */
+function serialSender(emulator: V86Instance): (text: string) => void {
+  const uart = (emulator.v86?.cpu.devices as { uart0?: { input?: { length: number } } } | undefined)?.uart0;
+  const queued = () => uart?.input?.length ?? 0;
+  let pending = "";
+  let pumping = false;
+  const pump = () => {
+    while (pending && queued() < 1024) {
+      emulator.serial0_send(pending.slice(0, 512));
+      pending = pending.slice(512);
+    }
+    pumping = pending.length > 0;
+    if (pumping) setTimeout(pump, 2);
+  };
+  return (text) => {
+    pending += text;
+    if (!pumping) pump();
   };
 }
