@@ -278,6 +278,12 @@ export class FaultControl {
     this.#dieAfter = this.counts.total;
   }
 
+  /** Undo die(), dieAfter() and pending failNth()/failWhen() rules: the file works again. */
+  revive(): void {
+    this.#dieAfter = Infinity;
+    this.#failures = [];
+  }
+
   /** @internal Run one request of a HeldFileIo through the rules. */
   run<T>(op: FileOp, path: string, pos: number, length: number, perform: () => Promise<T>): Promise<T> {
     this.counts.total++;
@@ -391,6 +397,9 @@ export class HeldFileIo implements FileIo {
   }
   die(): void {
     this.control.die();
+  }
+  revive(): void {
+    this.control.revive();
   }
 }
 

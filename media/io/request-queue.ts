@@ -20,18 +20,22 @@
  *     submission order.
  *
  * A read served from a pending write returns that write's data even if the write later fails,
- * as a page cache does. Pure: no Node types.
+ * as a page cache does. A read's count (where the file ends) depends on writes outside its range
+ * that happened to run before it, earlier or later ones; the bytes in question read as zeros
+ * either way, which is what callers fill a short read with. Pure: no Node types.
  */
 import { MediumError } from "../block.js";
 import type { FileIo } from "./file-io.js";
 
 /**
- * Chosen by bench/queue-depth (4 KiB random and 1 MiB sequential reads of a page-cached file
- * through NodeFileIo on a 2-core machine with libuv's default 4 threads): 8 in flight was within
- * noise of 16 and clearly ahead of 4 for small requests, while keeping the libuv pool from being
- * flooded by one disk. See the report in media/io/README.md.
+ * Measured on the 2-core machine (libuv's default 4 threads, page-cached 256 MiB file, 16 or 32
+ * requests offered, medians of 7, two sessions; bench/io.bench.ts repeats the 4/8/16 sweep):
+ * 4 KiB random reads reached 31-49 k IOPS with 4 in flight, 57-69 k with 8, 54-113 k with 16,
+ * 56-110 k with 32; 1 MiB sequential reads 12.7-13.4 / 14.6-17.3 / 15.2-21.4 / 15.1-20.9 GB/s.
+ * More requests than threads still pay: the pool never idles while the event loop queues the
+ * next one. 16 was best or within noise of best everywhere; 32 bought nothing more.
  */
-export const DEFAULT_MAX_IN_FLIGHT = 8;
+export const DEFAULT_MAX_IN_FLIGHT = 16;
 
 export interface QueueOptions {
   /** Requests running on the inner file at once (default DEFAULT_MAX_IN_FLIGHT). */

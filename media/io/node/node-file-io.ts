@@ -99,6 +99,7 @@ export class NodeFileIo implements FileIo {
   #align: number;
   #locks = new PageLocks();
   #closed = false;
+  #closing: Promise<void> | null = null;
   #inFlight = 0;
   #drained: (() => void) | null = null;
 
@@ -125,11 +126,11 @@ export class NodeFileIo implements FileIo {
   }
 
   read(pos: number, buf: Uint8Array): Promise<number> {
-    return this.#op("read", pos, false, () => (this.#dfd >= 0 ? this.#readDirect(pos, buf) : readFully(this.#fd, buf, 0, buf.length, pos)));
+    return this.#op("read", pos, false, () => (this.#dfd >= 0 ? this.#direct(false, pos, buf) : readFully(this.#fd, buf, 0, buf.length, pos)));
   }
 
   write(pos: number, buf: Uint8Array): Promise<void> {
-    return this.#op("write", pos, true, () => (this.#dfd >= 0 ? this.#writeDirect(pos, buf) : writeFully(this.#fd, buf, 0, buf.length, pos)));
+    return this.#op("write", pos, true, async () => void (this.#dfd >= 0 ? await this.#direct(true, pos, buf) : await writeFully(this.#fd, buf, 0, buf.length, pos)));
   }
 
   flush(): Promise<void> {
@@ -144,9 +145,15 @@ export class NodeFileIo implements FileIo {
     return this.#op("truncate", length, true, () => new Promise<void>((resolve, reject) => fs.ftruncate(this.#fd, length, (err) => (err ? reject(err) : resolve()))));
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closed = true;
+      this.#closing = this.#close();
+    }
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     // Never close a descriptor under a request still running on the thread pool.
     if (this.#inFlight > 0) await new Promise<void>((r) => (this.#drained = r));
     try {
@@ -173,16 +180,8 @@ export class NodeFileIo implements FileIo {
 
   // ---- direct mode ----
 
-  /** Split [pos, pos+len) into an unaligned head, an aligned middle and an unaligned tail. */
-  #split(pos: number, len: number, a: number): { a0: number; a1: number } {
-    const end = pos + len;
-    const a0 = Math.ceil(pos / a) * a;
-    const a1 = Math.floor(end / a) * a;
-    return a1 > a0 ? { a0, a1 } : { a0: end, a1: end };
-  }
-
   /** EINVAL on the direct descriptor: raise the alignment, or give up on O_DIRECT. */
-  async #onEinval(usedAlignment: number): Promise<void> {
+  #onEinval(usedAlignment: number): void {
     if (usedAlignment !== this.#align || this.#dfd < 0) return; // another request already adapted
     if (this.#align < 4096) {
       this.#align = 4096;
@@ -193,29 +192,53 @@ export class NodeFileIo implements FileIo {
     this.#dfd = -1;
   }
 
-  async #readDirect(pos: number, buf: Uint8Array): Promise<number> {
+  /**
+   * One request with O_DIRECT: the page-cache head and tail start at once, beside the direct
+   * middle (which goes piece by piece), so every piece takes its page lock in request order.
+   * Every piece has settled before this returns, so nothing of a failed request runs on.
+   * Resolves with the count (reads: short at the end of the file).
+   */
+  async #direct(write: boolean, pos: number, buf: Uint8Array): Promise<number> {
     const align = this.#align;
     const dfd = this.#dfd;
-    const { a0, a1 } = this.#split(pos, buf.length, align);
-    try {
-      const head = a0 - pos;
-      if (head > 0) {
-        const n = await this.#locks.run("buffered", pos, head, () => readFully(this.#fd, buf, 0, head, pos));
-        if (n < head) return n;
-      }
-      for (let p = a0; p < a1; p += BOUNCE_SIZE) {
-        const len = Math.min(BOUNCE_SIZE, a1 - p);
-        const n = await this.#locks.run("direct", p, len, () => this.#directRead(dfd, align, p, buf, p - pos, len));
-        if (n < len) return p - pos + n;
-      }
-      const tail = pos + buf.length - a1;
-      if (tail > 0) return a1 - pos + (await this.#locks.run("buffered", a1, tail, () => readFully(this.#fd, buf, a1 - pos, tail, a1)));
-      return buf.length;
-    } catch (e) {
-      if (!isEinval(e)) throw e;
-      await this.#onEinval(align);
-      return this.#dfd >= 0 ? this.#readDirect(pos, buf) : readFully(this.#fd, buf, 0, buf.length, pos);
+    const end = pos + buf.length;
+    let a0 = Math.ceil(pos / align) * align;
+    let a1 = Math.floor(end / align) * align;
+    if (a1 <= a0) a0 = a1 = end; // no aligned block inside: all of it is "head"
+    const head = a0 - pos;
+    const tail = end - a1;
+    const edge = (at: number, len: number): Promise<number> =>
+      len === 0
+        ? Promise.resolve(0)
+        : this.#locks.run("buffered", at, len, () => (write ? writeFully(this.#fd, buf, at - pos, len, at).then(() => len) : readFully(this.#fd, buf, at - pos, len, at)));
+    const parts = await Promise.allSettled([edge(pos, head), edge(a1, tail), this.#middle(write, dfd, align, pos, buf, a0, a1)]);
+    const errors = parts.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+    if (errors.length) {
+      const hard = errors.find((e) => !isEinval(e));
+      if (hard !== undefined) throw hard;
+      // Nothing of a piece is moved when O_DIRECT refuses it; doing the request again is safe.
+      this.#onEinval(align);
+      if (this.#dfd >= 0) return this.#direct(write, pos, buf);
+      return write ? writeFully(this.#fd, buf, 0, buf.length, pos).then(() => buf.length) : readFully(this.#fd, buf, 0, buf.length, pos);
     }
+    const [h, t, m] = parts.map((r) => (r as PromiseFulfilledResult<number>).value);
+    if (h < head) return h;
+    if (m < a1 - a0) return head + m;
+    return head + m + t;
+  }
+
+  /** The aligned middle [a0, a1) of a direct request, in bounce-buffer pieces; the count moved. */
+  async #middle(write: boolean, dfd: number, align: number, pos: number, buf: Uint8Array, a0: number, a1: number): Promise<number> {
+    for (let p = a0; p < a1; p += BOUNCE_SIZE) {
+      const len = Math.min(BOUNCE_SIZE, a1 - p);
+      if (write) {
+        await this.#locks.run("direct", p, len, () => this.#directWrite(dfd, align, p, buf, p - pos, len));
+      } else {
+        const n = await this.#locks.run("direct", p, len, () => this.#directRead(dfd, align, p, buf, p - pos, len));
+        if (n < len) return p - a0 + n;
+      }
+    }
+    return a1 - a0;
   }
 
   async #directRead(dfd: number, align: number, pos: number, buf: Uint8Array, off: number, len: number): Promise<number> {
@@ -224,36 +247,19 @@ export class NodeFileIo implements FileIo {
       let done = 0;
       while (done < len) {
         const n = await pread(dfd, slot, done, len - done, pos + done);
+        if (n === 0) break;
         done += n;
-        // Short at end of file (possibly unaligned); only an aligned short count can continue.
-        if (n === 0 || done % align !== 0) break;
+        // Short, and not aligned enough to go on directly (the end of the file, as a rule):
+        // finish through the page cache, which also finds the end of the file.
+        if (done < len && done % align !== 0) {
+          done += await readFully(this.#fd, slot, done, len - done, pos + done);
+          break;
+        }
       }
       buf.set(slot.subarray(0, done), off);
       return done;
     } finally {
       bounce.release(slot);
-    }
-  }
-
-  async #writeDirect(pos: number, buf: Uint8Array): Promise<void> {
-    const align = this.#align;
-    const dfd = this.#dfd;
-    const { a0, a1 } = this.#split(pos, buf.length, align);
-    try {
-      const head = a0 - pos;
-      if (head > 0) await this.#locks.run("buffered", pos, head, () => writeFully(this.#fd, buf, 0, head, pos));
-      for (let p = a0; p < a1; p += BOUNCE_SIZE) {
-        const len = Math.min(BOUNCE_SIZE, a1 - p);
-        await this.#locks.run("direct", p, len, () => this.#directWrite(dfd, align, p, buf, p - pos, len));
-      }
-      const tail = pos + buf.length - a1;
-      if (tail > 0) await this.#locks.run("buffered", a1, tail, () => writeFully(this.#fd, buf, a1 - pos, tail, a1));
-    } catch (e) {
-      if (!isEinval(e)) throw e;
-      // Nothing of a piece is written when O_DIRECT refuses it; writing the request again is safe.
-      await this.#onEinval(align);
-      if (this.#dfd >= 0) return this.#writeDirect(pos, buf);
-      return writeFully(this.#fd, buf, 0, buf.length, pos);
     }
   }
 
