@@ -1,6 +1,10 @@
 /**
  * `make bench`: every benchmark prints its figure beside a peer measured in the same run.
+ * BENCH=io or BENCH=boot runs one of them.
  */
 import { bootBench } from "./boot.js";
+import { ioBench } from "./io.bench.js";
 
-console.log(await bootBench());
+const only = process.env.BENCH;
+if (!only || only === "io") console.log(await ioBench());
+if (!only || only === "boot") console.log(await bootBench());
