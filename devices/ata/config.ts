@@ -42,6 +42,8 @@ export interface AtaDeviceConfig {
   maxMultiple?: number;
   /** PATA position (IDENTIFY word 93): 0 = master (default), 1 = slave. */
   deviceNumber?: 0 | 1;
+  /** PATA: whether the other device on the cable exists (word 93; SeaBIOS skips probing an absent slave). */
+  peerPresent?: boolean;
   /** PATA 80-conductor cable detected (word 93 bit 13). Default: true when UDMA above mode 2 is offered. */
   cable80?: boolean;
   /** Largest DATA SET MANAGEMENT payload in 512-byte blocks (word 105). Default 8. */
@@ -72,6 +74,7 @@ export interface ResolvedConfig {
   rotationRate: number;
   maxMultiple: number;
   deviceNumber: 0 | 1;
+  peerPresent: boolean;
   cable80: boolean;
   maxDsmBlocks: number;
   /** Highest UDMA mode offered, or -1 for none. */
@@ -140,6 +143,7 @@ export function resolveConfig(c: AtaDeviceConfig, capacity: number): ResolvedCon
     // a power of two 1..128 (word 47 and SET MULTIPLE MODE)
     maxMultiple: multiple >= 1 && multiple <= 128 && (multiple & (multiple - 1)) === 0 ? multiple : 16,
     deviceNumber: c.deviceNumber ?? 0,
+    peerPresent: c.peerPresent ?? false,
     cable80: c.cable80 ?? udmaMax > 2,
     maxDsmBlocks: Math.max(1, Math.min(0xffff, Math.trunc(c.maxDsmBlocks ?? 8))),
     udmaMax,

@@ -126,6 +126,17 @@ describe("IDENTIFY DEVICE", () => {
     expect((await identify({ rotationRate: 7200 })).w[217]).toBe(7200);
   });
 
+  it("reports in word 93 whether the other device on the cable answered (SeaBIOS skips an absent slave)", async () => {
+    const alone = (await identify({ chipset: "piix4" })).w[93]!;
+    expect(alone & 0xdf61).toBe(0x4041); // device 0 responds for device 1: no slave to probe
+    const paired = (await identify({ chipset: "piix4", peerPresent: true })).w[93]!;
+    expect(paired & 0x0070).toBe(0x0038 & 0x0070); // PDIAG- and DASP- seen, not "responds for device 1"
+    expect(paired & 0x0040).toBe(0);
+    const slave = (await identify({ chipset: "piix4", deviceNumber: 1, peerPresent: true })).w[93]!;
+    expect(slave & 0x1f00).toBe(0x0b00);
+    expect(slave & 0x00ff).toBe(0);
+  });
+
   it("advertises NCQ (words 75/76) only when the transport queues, and SATA only on SATA", async () => {
     const pata = (await identify({ chipset: "ich6" })).w;
     expect(pata[75]).toBe(0);

@@ -83,9 +83,12 @@ function putTransport(w: Uint16Array, cfg: ResolvedConfig, s: DriveSettings): vo
     w[76] = 1 << 1 | 1 << 2 | (cfg.ncq ? 1 << 8 : 0); // Gen1, Gen2, NCQ
     if (cfg.ncq) w[75] = cfg.ncqDepth - 1;
   } else {
-    // hardware reset result: this device's number, how it was determined (jumper), and CBLID
-    const shift = cfg.deviceNumber === 0 ? 0 : 8;
-    w[93] = (1 | 1 << 1) << shift | 1 << 14 | (cfg.cable80 ? 1 << 13 : 0);
+    // Hardware reset result: this device's number, how it was determined (jumper), diagnostics
+    // passed, and whether the other device answered (device 0: PDIAG-/DASP- seen, or "device 0
+    // responds for device 1" when there is none); plus CBLID.
+    const device0 = cfg.peerPresent ? 1 << 3 | 1 << 4 | 1 << 5 : 1 << 3 | 1 << 6;
+    const bits = cfg.deviceNumber === 0 ? 1 | 1 << 1 | device0 : (1 | 1 << 1 | 1 << 3) << 8;
+    w[93] = bits | 1 << 14 | (cfg.cable80 ? 1 << 13 : 0);
   }
 }
 

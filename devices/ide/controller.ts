@@ -92,8 +92,9 @@ export class IdeController {
     const channelDrives = [options.primary, options.secondary];
     this.channels = [0, 1].map((c) => {
       const drives = channelDrives[c];
-      const configs = [drives?.master, drives?.slave].map((d, position) =>
-        d ? this.driveConfig(d, position as 0 | 1, cable80, (m) => trace(`${c === 0 ? "primary" : "secondary"} ${position === 0 ? "master" : "slave"}: ${m}`)) : undefined,
+      const pair = [drives?.master, drives?.slave];
+      const configs = pair.map((d, position) =>
+        d ? this.driveConfig({ ...d, peerPresent: !!pair[1 - position] }, position as 0 | 1, cable80, (m) => trace(`${c === 0 ? "primary" : "secondary"} ${position === 0 ? "master" : "slave"}: ${m}`)) : undefined,
       );
       return new IdeChannel(c as 0 | 1, {
         memory: host.memory,
