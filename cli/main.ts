@@ -2,8 +2,9 @@
  * vstor: VBoxManage-style command line for vstor's machines and media.
  */
 import { UsageError } from "./args.js";
-import { closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
+import { checkmedium, closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
 import { startvm } from "./startvm.js";
+import { storageattach, storagectl } from "./storage-verbs.js";
 import { controlvm, createvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
 
 const USAGE = `Usage: vstor <command> [options]
@@ -15,14 +16,23 @@ Machines:
   unregistervm NAME|UUID [--delete]
   startvm NAME|UUID [--type headless] [--script FILE] [--timeout SECONDS]
   controlvm NAME|UUID poweroff|reset
+  storagectl NAME --name CTL --add ide [--controller PIIX3|PIIX4|ICH6] [--hostiocache on|off] [--bootable on|off]
+  storagectl NAME --name CTL --remove
+  storageattach NAME --storagectl CTL --port 0|1 --device 0|1 --type hdd|dvddrive
+                --medium FILE|UUID|emptydrive|none [--nonrotational on|off] [--discard on|off]
 
 Media:
-  createmedium disk --filename FILE --size MB [--format VDI|RAW] [--variant Standard|Fixed]
-  createmedium disk --filename FILE --diffparent UUID|FILE
+  createmedium disk --filename FILE --size MB [--format VDI|RAW] [--variant Standard|Fixed] [--json]
+  createmedium disk --filename FILE --diffparent UUID|FILE [--json]
   showmediuminfo [disk] FILE|UUID [--json]
   list hdds [--json]
-  modifymedium [disk] FILE|UUID --resize MB | --compact
-  closemedium [disk] FILE|UUID [--delete]
+  modifymedium [disk] FILE|UUID --resize MB | --compact [--json]
+  closemedium [disk] FILE|UUID [--delete] [--json]
+  checkmedium [disk] FILE|UUID [--json]
+      read-only check; exit 0: no errors (leaked space and a modified parent are
+      warnings; qemu-img check would exit 3 for leaks), 2: corrupt or broken chain
+
+Long resize/compact work shows progress on stderr (VSTOR_PROGRESS=0 hides it, =1 shows it at once).
 
 Machines and the media registry live under $VSTOR_HOME (default ~/.config/vstor).
 `;
@@ -49,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
       return startvm(rest, out, err);
     case "controlvm":
       return controlvm(rest, out);
+    case "storagectl":
+      return storagectl(rest, out);
+    case "storageattach":
+      return storageattach(rest, out);
     case "createmedium":
     case "createhd":
       return createmedium(rest, out);
@@ -60,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
     case "modifymedium":
     case "modifyhd":
       return modifymedium(rest, out);
+    case "checkmedium":
+      return checkmedium(rest, out);
     case undefined:
     case "help":
     case "--help":

@@ -10,6 +10,7 @@ import { allowOnly, optNumber, optString, parseArgs, UsageError } from "./args.j
 import { ControlServer, type ControlRequest, type ControlReply } from "../machine/control-channel.js";
 import { bootGuest, type GuestSession } from "../machine/guest-session.js";
 import { VmStore } from "../machine/vm-store.js";
+import { openMachineStorage } from "../machine/storage.js";
 import type { Out } from "./vm-verbs.js";
 
 /**
@@ -44,6 +45,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
 
   const child = reexecWithFlags();
   if (child !== undefined) return child;
+  const storage = await openMachineStorage(vm.storageControllers);
 
   let session: GuestSession | undefined;
   let finish!: (code: number) => void;
@@ -70,6 +72,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
   try {
     session = await bootGuest({
       memoryMiB: vm.memoryMiB,
+      setup: (host) => storage.setup(host),
       mode: interactive ? "shell" : "agent",
       script,
       bootTimeoutMs: timeoutS * 1000,
@@ -97,6 +100,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
   } finally {
     control.close();
     await session?.stop().catch(() => undefined);
+    await storage.close();
     if (process.stdin.isTTY) process.stdin.setRawMode(false);
     process.stdin.pause();
   }

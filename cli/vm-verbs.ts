@@ -48,6 +48,10 @@ export async function showvminfo(argv: string[], out: Out): Promise<number> {
       `Memory size:     ${vm.memoryMiB}MB`,
       `State:           ${state}${session ? ` (pid ${session.pid})` : ""}`,
       `Storage Controllers: ${vm.storageControllers.length ? "" : "none"}`,
+      ...vm.storageControllers.flatMap((c) => [
+        `  ${c.name}: ${c.bus.toUpperCase()} ${c.controller} (host I/O cache ${c.hostIoCache ? "on" : "off"}, bootable ${c.bootable ? "on" : "off"})`,
+        ...c.attachments.map((a) => `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : "DVD drive (empty)"}${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}`),
+      ]),
       "",
     ].join("\n"),
   );

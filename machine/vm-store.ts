@@ -9,6 +9,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { vstorHome, writeJsonAtomic } from "../media/io/node/persist.js";
+import type { StorageControllerConfig } from "./storage.js";
 
 export { vstorHome, writeJsonAtomic };
 
@@ -17,8 +18,8 @@ export interface MachineDefinition {
   name: string;
   createdAt: string;
   memoryMiB: number;
-  /** Storage controllers and attachments arrive with the controller issues. */
-  storageControllers: unknown[];
+  /** Storage controllers and their attachments (storagectl, storageattach). */
+  storageControllers: StorageControllerConfig[];
   state: "poweroff" | "saved";
   /** A saved machine state (controlvm savestate), restored by the next startvm. */
   savedStateFile?: string;

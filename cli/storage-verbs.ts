@@ -1,0 +1,125 @@
+/**
+ * storagectl and storageattach: a machine's controllers and what is attached to them.
+ */
+import { allowOnly, optString, parseArgs, requireOpt, UsageError } from "./args.js";
+import { MediumManager } from "../media/medium-manager.js";
+import { runningSession } from "../machine/control-channel.js";
+import { checkSlot, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
+import { VmError, VmStore } from "../machine/vm-store.js";
+import type { Out } from "./vm-verbs.js";
+
+const onOff = (name: string, v: string | undefined, dflt: boolean): boolean => {
+  if (v === undefined) return dflt;
+  if (v === "on") return true;
+  if (v === "off") return false;
+  throw new UsageError(`--${name} takes on or off, not '${v}'`);
+};
+
+const IDE_TYPES: IdeControllerType[] = ["PIIX3", "PIIX4", "ICH6"];
+
+async function editableMachine(name: string) {
+  const store = new VmStore();
+  const vm = store.get(name);
+  if (await runningSession(store.machineDir(vm.name))) {
+    throw new VmError("running", `vstor: machine '${vm.name}' is running; change its storage while it is powered off`);
+  }
+  return { store, vm };
+}
+
+export async function storagectl(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["remove"]);
+  allowOnly(args, ["name", "add", "controller", "hostiocache", "bootable", "remove", "portcount"]);
+  const [machine] = args.positional;
+  if (!machine) throw new UsageError("storagectl needs a machine name or UUID");
+  const { store, vm } = await editableMachine(machine);
+  const name = requireOpt(args, "name");
+  const existing = vm.storageControllers.find((c) => c.name === name);
+  if (args.options.has("remove")) {
+    if (!existing) throw new UsageError(`machine '${vm.name}' has no storage controller '${name}'`);
+    vm.storageControllers = vm.storageControllers.filter((c) => c !== existing);
+    store.save(vm);
+    out(`Storage controller '${name}' removed.\n`);
+    return 0;
+  }
+  const bus = optString(args, "add");
+  if (existing) {
+    if (bus) throw new UsageError(`machine '${vm.name}' already has a storage controller '${name}'`);
+    const type = optString(args, "controller");
+    if (type) existing.controller = ideType(type);
+    existing.hostIoCache = onOff("hostiocache", optString(args, "hostiocache"), existing.hostIoCache);
+    existing.bootable = onOff("bootable", optString(args, "bootable"), existing.bootable);
+  } else {
+    if (bus !== "ide") throw new UsageError(`--add ${bus ?? "(missing)"}: this version has IDE controllers (--add ide)`);
+    if (vm.storageControllers.some((c) => c.bus === "ide")) throw new UsageError("a machine has one IDE controller");
+    const ctl: StorageControllerConfig = {
+      name,
+      bus: "ide",
+      controller: ideType(optString(args, "controller") ?? "PIIX4"),
+      hostIoCache: onOff("hostiocache", optString(args, "hostiocache"), true), // IDE keeps the host cache by default
+      bootable: onOff("bootable", optString(args, "bootable"), true),
+      attachments: [],
+    };
+    vm.storageControllers.push(ctl);
+  }
+  store.save(vm);
+  out(`Storage controller '${name}' ${existing ? "changed" : "added"}.\n`);
+  return 0;
+}
+
+function ideType(t: string): IdeControllerType {
+  const u = t.toUpperCase() as IdeControllerType;
+  if (!IDE_TYPES.includes(u)) throw new UsageError(`--controller ${t}: IDE controllers are ${IDE_TYPES.join(", ")}`);
+  return u;
+}
+
+export async function storageattach(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv);
+  allowOnly(args, ["storagectl", "port", "device", "type", "medium", "nonrotational", "discard", "hotpluggable", "tempeject"]);
+  const [machine] = args.positional;
+  if (!machine) throw new UsageError("storageattach needs a machine name or UUID");
+  const { store, vm } = await editableMachine(machine);
+  const ctlName = requireOpt(args, "storagectl");
+  const ctl = vm.storageControllers.find((c) => c.name === ctlName);
+  if (!ctl) throw new UsageError(`machine '${vm.name}' has no storage controller '${ctlName}'`);
+  const port = Number(requireOpt(args, "port"));
+  const device = Number(optString(args, "device") ?? "0");
+  if (!Number.isInteger(port) || !Number.isInteger(device)) throw new UsageError("--port and --device take numbers");
+  checkSlot(ctl, port, device);
+  const mediumArg = requireOpt(args, "medium");
+  ctl.attachments = ctl.attachments.filter((a) => a.port !== port || a.device !== device);
+  if (mediumArg === "none") {
+    store.save(vm);
+    out(`Port ${port} device ${device} of '${ctlName}' is now empty.\n`);
+    return 0;
+  }
+  const type = optString(args, "type") ?? "hdd";
+  if (type !== "hdd" && type !== "dvddrive") throw new UsageError(`--type ${type}: hdd or dvddrive`);
+  let medium: string | undefined;
+  if (type === "dvddrive") {
+    if (mediumArg !== "emptydrive") throw new UsageError("DVD images arrive with ISO support; attach '--medium emptydrive' for now");
+  } else {
+    if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
+    const mm = new MediumManager();
+    medium = (mm.registry.find(mediumArg) ?? (await mm.register(mediumArg))).uuid;
+    for (const other of new VmStore().list()) {
+      for (const c of other.storageControllers) {
+        if (c.attachments.some((a) => a.medium === medium) && !(other.uuid === vm.uuid && c === ctl)) {
+          throw new VmError("invalid", `vstor: medium {${medium}} is already attached to machine '${other.name}' (controller '${c.name}')`);
+        }
+      }
+    }
+  }
+  ctl.attachments.push({
+    port,
+    device,
+    type,
+    medium,
+    nonrotational: onOff("nonrotational", optString(args, "nonrotational"), false),
+    discard: onOff("discard", optString(args, "discard"), false),
+    hotpluggable: onOff("hotpluggable", optString(args, "hotpluggable"), false),
+    tempeject: onOff("tempeject", optString(args, "tempeject"), false),
+  });
+  store.save(vm);
+  out(`Attached ${type === "hdd" ? `medium {${medium}}` : "an empty DVD drive"} to '${ctlName}' port ${port} device ${device}.\n`);
+  return 0;
+}

@@ -1,0 +1,106 @@
+/**
+ * A machine's storage configuration (controllers and attachments, as VBoxManage storagectl and
+ * storageattach set them up) and how it becomes devices on a host when the machine starts.
+ */
+import type { Host } from "../host-adapter/host.js";
+import type { BlockBackend } from "../media/block.js";
+import { MediumManager } from "../media/medium-manager.js";
+import { serialFromUuid } from "../devices/ata/config.js";
+import { IdeController, NoMediumAtapi, type IdeChipset, type IdeDriveConfig } from "../devices/ide/index.js";
+
+export type StorageBus = "ide";
+export type IdeControllerType = "PIIX3" | "PIIX4" | "ICH6";
+
+export interface AttachmentConfig {
+  port: number;
+  device: number;
+  type: "hdd" | "dvddrive";
+  /** Medium UUID; absent for an empty DVD drive. */
+  medium?: string;
+  nonrotational?: boolean;
+  discard?: boolean;
+  hotpluggable?: boolean;
+  tempeject?: boolean;
+}
+
+export interface StorageControllerConfig {
+  name: string;
+  bus: StorageBus;
+  controller: IdeControllerType;
+  hostIoCache: boolean;
+  bootable: boolean;
+  attachments: AttachmentConfig[];
+}
+
+const CHIPSET: Record<IdeControllerType, IdeChipset> = { PIIX3: "piix3", PIIX4: "piix4", ICH6: "ich6" };
+
+/** Ports and devices per bus: IDE has two channels (ports) of two devices each. */
+export function checkSlot(ctl: StorageControllerConfig, port: number, device: number): void {
+  if (ctl.bus === "ide" && (port < 0 || port > 1 || device < 0 || device > 1)) {
+    throw new RangeError(`IDE controller '${ctl.name}' has ports 0-1 and devices 0-1, not port ${port} device ${device}`);
+  }
+}
+
+export interface MachineStorage {
+  /** Registers the controllers on a host (runs before the BIOS, and again after a reset). */
+  setup(host: Host): void;
+  close(): Promise<void>;
+}
+
+/** Open every attached medium and prepare the controllers. Media are closed if anything fails. */
+export async function openMachineStorage(controllers: readonly StorageControllerConfig[], mm = new MediumManager()): Promise<MachineStorage> {
+  const opened: BlockBackend[] = [];
+  const plans: { ctl: StorageControllerConfig; drives: Map<string, IdeDriveConfig> }[] = [];
+  try {
+    for (const ctl of controllers) {
+      const drives = new Map<string, IdeDriveConfig>();
+      for (const a of ctl.attachments) {
+        const key = `${a.port}:${a.device}`;
+        if (a.type === "dvddrive") {
+          drives.set(key, { kind: "atapi", packetHandler: new NoMediumAtapi() });
+          continue;
+        }
+        if (!a.medium) continue;
+        const medium = await mm.open(a.medium);
+        opened.push(medium);
+        drives.set(key, {
+          kind: "ata",
+          medium,
+          serial: serialFromUuid(baseUuid(mm, a.medium)),
+          nonRotational: a.nonrotational,
+          discard: a.discard,
+        });
+      }
+      plans.push({ ctl, drives });
+    }
+  } catch (e) {
+    await Promise.allSettled(opened.map((m) => m.close()));
+    throw e;
+  }
+  return {
+    setup(host) {
+      for (const { ctl, drives } of plans) {
+        const d = (p: number, v: number) => drives.get(`${p}:${v}`);
+        new IdeController(host, {
+          chipset: CHIPSET[ctl.controller],
+          id: `ide-${ctl.name}`,
+          primary: { master: d(0, 0), slave: d(0, 1) },
+          secondary: { master: d(1, 0), slave: d(1, 1) },
+        });
+      }
+    },
+    close: async () => {
+      for (const m of opened) {
+        await m.flush().catch(() => undefined);
+        await m.close().catch(() => undefined);
+      }
+    },
+  };
+}
+
+/** The disk serial follows the base image's UUID, so taking snapshots does not change it. */
+function baseUuid(mm: MediumManager, uuid: string): string {
+  let rec = mm.registry.find(uuid);
+  for (let depth = 0; rec?.parentUuid && depth < 100; depth++) rec = mm.registry.findByUuid(rec.parentUuid) ?? rec;
+  return rec?.uuid ?? uuid;
+}
