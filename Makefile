@@ -54,8 +54,18 @@ test: check build images
 	npx vitest run
 	npx vitest run --config guest-tests/vitest.config.ts
 
+# The default machine: a 256 MB VDI on the IDE controller (AHCI/SATA comes with its issue) and an
+# empty DVD drive on the secondary master, as VirtualBox lays IDE out.
+VSTOR_HOME ?= $(HOME)/.config/vstor
+DISK := $(VSTOR_HOME)/machines/$(VM)/disk.vdi
 run: build images
-	@$(VSTOR) showvminfo $(VM) >/dev/null 2>&1 || $(VSTOR) createvm --name $(VM) --register >/dev/null
+	@if ! $(VSTOR) showvminfo $(VM) >/dev/null 2>&1; then \
+	  $(VSTOR) createvm --name $(VM) --register >/dev/null && \
+	  $(VSTOR) createmedium disk --filename "$(DISK)" --size 256 >/dev/null && \
+	  $(VSTOR) storagectl $(VM) --name IDE --add ide --controller ICH6 >/dev/null && \
+	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 0 --device 0 --type hdd --medium "$(DISK)" >/dev/null && \
+	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 1 --device 0 --type dvddrive --medium emptydrive >/dev/null; \
+	fi
 	$(VSTOR) startvm $(VM) --type headless $(ARGS)
 
 bench: build images
