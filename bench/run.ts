@@ -1,10 +1,12 @@
 /**
  * `make bench`: every benchmark prints its figure beside a peer measured in the same run.
- * BENCH=io or BENCH=boot runs one of them.
+ * BENCH=io, BENCH=media or BENCH=boot runs one of them.
  */
 import { bootBench } from "./boot.js";
 import { ioBench } from "./io.bench.js";
+import { mediaBench } from "./media.bench.js";
 
 const only = process.env.BENCH;
 if (!only || only === "io") console.log(await ioBench());
+if (!only || only === "media") console.log(await mediaBench());
 if (!only || only === "boot") console.log(await bootBench());

@@ -1,9 +1,10 @@
 /**
  * Medium verbs, VBoxManage-style: createmedium, showmediuminfo, closemedium, list hdds,
- * modifymedium (--resize, --compact).
+ * modifymedium (--resize, --compact), checkmedium.
  */
-import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError } from "./args.js";
-import { MediumManager, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
+import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError, type ParsedArgs } from "./args.js";
+import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
+import { progress } from "./progress.js";
 import type { Out } from "./vm-verbs.js";
 
 const MiB = 1024 * 1024;
@@ -56,21 +57,28 @@ export async function createmedium(argv: string[], out: Out): Promise<number> {
 export async function showmediuminfo(argv: string[], out: Out): Promise<number> {
   const args = parseArgs(argv, ["json"]);
   allowOnly(args, ["json"]);
-  const [kind, target] = args.positional.length === 2 ? args.positional : ["disk", args.positional[0]];
-  if (!target || (kind !== "disk" && kind !== "hdd")) throw new UsageError("showmediuminfo [disk] FILE|UUID");
+  const target = diskTarget(args, "showmediuminfo [disk] FILE|UUID [--json]");
   const mm = new MediumManager();
   const info = mm.registry.find(target) ? await mm.info(target) : await mm.register(target);
   out(args.options.has("json") ? JSON.stringify(info) + "\n" : describe(info));
   return 0;
 }
 
-export async function closemedium(argv: string[], out: Out): Promise<number> {
-  const args = parseArgs(argv, ["delete"]);
-  allowOnly(args, ["delete"]);
+/** `[disk] FILE|UUID`: the target of a medium verb. */
+function diskTarget(args: ParsedArgs, usage: string): string {
   const [kind, target] = args.positional.length === 2 ? args.positional : ["disk", args.positional[0]];
-  if (!target || (kind !== "disk" && kind !== "hdd")) throw new UsageError("closemedium [disk] FILE|UUID [--delete]");
-  const rec = await new MediumManager().close(target, { delete: args.options.has("delete") });
-  out(`Medium ${rec.location} {${rec.uuid}} closed${args.options.has("delete") ? " and deleted" : ""}.\n`);
+  if (!target || args.positional.length > 2 || (kind !== "disk" && kind !== "hdd")) throw new UsageError(usage);
+  return target;
+}
+
+export async function closemedium(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["delete", "json"]);
+  allowOnly(args, ["delete", "json"]);
+  const target = diskTarget(args, "closemedium [disk] FILE|UUID [--delete] [--json]");
+  const deleted = args.options.has("delete");
+  const rec = await new MediumManager().close(target, { delete: deleted });
+  if (args.options.has("json")) out(JSON.stringify({ uuid: rec.uuid, location: rec.location, deleted }) + "\n");
+  else out(`Medium ${rec.location} {${rec.uuid}} closed${deleted ? " and deleted" : ""}.\n`);
   return 0;
 }
 
@@ -94,23 +102,85 @@ export async function listHdds(argv: string[], out: Out): Promise<number> {
   return 0;
 }
 
+const PHASES: Record<string, string> = { scan: "reading blocks", move: "moving blocks" };
+
 export async function modifymedium(argv: string[], out: Out): Promise<number> {
-  const args = parseArgs(argv, ["compact"]);
-  allowOnly(args, ["resize", "resizebyte", "compact"]);
-  const [kind, target] = args.positional.length === 2 ? args.positional : ["disk", args.positional[0]];
-  if (!target || (kind !== "disk" && kind !== "hdd")) throw new UsageError("modifymedium [disk] FILE|UUID --resize MB | --compact");
+  const args = parseArgs(argv, ["compact", "json"]);
+  allowOnly(args, ["resize", "resizebyte", "compact", "json"]);
+  const target = diskTarget(args, "modifymedium [disk] FILE|UUID --resize MB | --compact [--json]");
+  const json = args.options.has("json");
+  const compact = args.options.has("compact");
   const mm = new MediumManager();
   const mb = optNumber(args, "resize");
   const bytes = optNumber(args, "resizebyte") ?? (mb !== undefined ? mb * MiB : undefined);
-  if (bytes === undefined && !args.options.has("compact")) throw new UsageError("modifymedium needs --resize, --resizebyte or --compact");
-  if (!mm.registry.find(target)) await mm.register(target);
+  if (bytes === undefined && !compact) throw new UsageError("modifymedium needs --resize, --resizebyte or --compact");
+  const before = mm.registry.find(target) ? await mm.info(target) : await mm.register(target);
   if (bytes !== undefined) {
-    await mm.resize(target, bytes);
-    out(`Resized to ${bytes} bytes.\n`);
+    const bar = progress("Resizing");
+    try {
+      await mm.resize(target, bytes, { onProgress: (done, total, phase) => bar.update(done, total, PHASES[phase]) });
+    } finally {
+      bar.finish();
+    }
+    if (!json) out(`Resized to ${bytes} bytes.\n`);
   }
-  if (args.options.has("compact")) {
-    await mm.compact(target);
-    out("Compacted.\n");
+  if (compact) {
+    const bar = progress("Compacting");
+    try {
+      await mm.compact(target, { onProgress: (done, total, phase) => bar.update(done, total, PHASES[phase]) });
+    } finally {
+      bar.finish();
+    }
+  }
+  const after = await mm.info(target);
+  if (compact && !json) out(`Compacted: ${before.fileSize} -> ${after.fileSize} bytes on disk.\n`);
+  if (json) {
+    out(
+      JSON.stringify({
+        uuid: after.uuid,
+        location: after.location,
+        sizeBefore: before.size,
+        size: after.size,
+        fileSizeBefore: before.fileSize,
+        fileSize: after.fileSize,
+        resized: bytes !== undefined,
+        compacted: compact,
+      }) + "\n",
+    );
   }
   return 0;
+}
+
+function describeCheck(r: MediumCheckReport): string {
+  const kind = r.variant === "Fixed" ? "fixed" : r.variant === "Diff" ? "differencing" : r.variant === "Standard" ? "dynamic" : undefined;
+  const what = [r.format, kind, r.size !== undefined ? `${Math.round(r.size / MiB)} MBytes` : undefined].filter(Boolean).join(", ");
+  const lines = [`Checking ${r.location} (${what})`];
+  for (const c of r.chain) lines.push(`  parent: ${c.location} {${c.uuid}}`);
+  for (const i of r.issues) lines.push(`${i.severity}: ${i.message}${i.severity === "error" ? ` [${i.code}]` : ""}`);
+  const errors = r.issues.filter((i) => i.severity === "error").length;
+  if (errors) {
+    lines.push(`${errors} ${errors === 1 ? "error was" : "errors were"} found: the medium is corrupt or its chain is broken.`);
+  } else {
+    lines.push("No errors were found on the medium.");
+    if (r.leakedBytes > 0) {
+      const topLeaks = r.issues.some((i) => i.location === r.location && i.bytes !== undefined);
+      const hint = topLeaks && r.format === "VDI" && r.variant !== "Fixed" ? `; 'vstor modifymedium ${r.location} --compact' gives ${r.leakedBytes === 1 ? "it" : "them"} back` : "";
+      lines.push(`${r.leakedBytes} ${r.leakedBytes === 1 ? "byte is" : "bytes are"} leaked: allocated but used by no block (harmless${hint}).`);
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * checkmedium: read-only consistency check. Exit 0 when the medium is usable (leaked space and
+ * a modified parent are warnings: unlike `qemu-img check`, which exits 3 for leaks, since leaks
+ * lose nothing), 2 when it is corrupt or its chain is broken, 1 when it cannot be checked.
+ */
+export async function checkmedium(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv, ["json"]);
+  allowOnly(args, ["json"]);
+  const target = diskTarget(args, "checkmedium [disk] FILE|UUID [--json]");
+  const report = await new MediumManager().check(target);
+  out(args.options.has("json") ? JSON.stringify(report) + "\n" : describeCheck(report));
+  return report.corrupt ? 2 : 0;
 }

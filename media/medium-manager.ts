@@ -6,12 +6,14 @@
 import { randomUUID } from "node:crypto";
 import { statSync } from "node:fs";
 import { MediumError, type BlockBackend } from "./block.js";
-import { ImageChain, openChain, type LayeredImage } from "./chain.js";
+import { MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
 import { createRaw, openRaw } from "./formats/raw/raw.js";
 import { VDI_SIGNATURE, VdiImageType } from "./formats/vdi/header.js";
+import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
 import { createVdi, openVdi, type VdiImage } from "./formats/vdi/vdi-image.js";
+import type { MaintenanceProgress } from "./formats/vdi/vdi-maintenance.js";
 import { canonicalLocation, MediaRegistry, type MediumRecord } from "./registry.js";
 
 export type MediumFormat = "VDI" | "RAW";
@@ -41,6 +43,43 @@ export interface CreateMediumOptions {
   parent?: string;
 }
 
+/** One finding of `check`. Errors make the medium unusable; warnings do not. */
+export interface CheckIssue {
+  severity: "error" | "warning";
+  /**
+   * Errors: the MediumError kind the image (or its chain) is refused with. Warnings: a leak kind
+   * ("unreferenced-slots", "unused-slots-at-end", "bytes-past-end"), "parent-modified",
+   * "duplicate-uuid", "registry-mismatch" or "odd-size".
+   */
+  code: string;
+  /** The file concerned: the medium's, or a parent's. */
+  location: string;
+  message: string;
+  /** Leaked bytes (leak warnings only). */
+  bytes?: number;
+}
+
+export interface MediumCheckReport {
+  location: string;
+  format: MediumFormat;
+  /** Unknown when a VDI is too damaged to read, or an unregistered raw image. */
+  uuid?: string;
+  registered: boolean;
+  variant?: MediumVariant;
+  /** Virtual size in bytes, when known. */
+  size?: number;
+  fileSize: number;
+  /** The images below a differencing one, parent first, as far as they were found. */
+  chain: { uuid: string; location: string }[];
+  /** True if any issue is an error (`vstor checkmedium` exits 2). */
+  corrupt: boolean;
+  /** Leaked bytes in this medium and its parents. */
+  leakedBytes: number;
+  issues: CheckIssue[];
+  /** The VDI checker's reports: this image, then its parents. */
+  vdi?: VdiCheckReport[];
+}
+
 const VDI_SIGNATURE_OFFSET = 0x40;
 
 export class MediumManager {
@@ -51,16 +90,22 @@ export class MediumManager {
 
   /** Detect a file's format from its content. */
   async detectFormat(path: string): Promise<MediumFormat> {
+    const kind = await this.sniff(path);
+    if (kind === "damaged VDI") {
+      // A VDI pre-header whose signature is damaged: never fall back to raw for it.
+      throw new MediumError("corrupt", "looks like a VDI image (pre-header text) but its signature is wrong", { path });
+    }
+    return kind;
+  }
+
+  private async sniff(path: string): Promise<MediumFormat | "damaged VDI"> {
     const f = await this.opener.open(path, { readOnly: true });
     try {
       const head = new Uint8Array(512);
       const n = await f.read(0, head);
       const sig = n >= VDI_SIGNATURE_OFFSET + 4 ? new DataView(head.buffer).getUint32(VDI_SIGNATURE_OFFSET, true) : 0;
       if (sig === VDI_SIGNATURE) return "VDI";
-      if (n >= 40 && new TextDecoder().decode(head.subarray(0, 40)).startsWith("<<< ") && head.subarray(0, 40).includes(0x56)) {
-        // A VDI pre-header whose signature is damaged: never fall back to raw for it.
-        throw new MediumError("corrupt", "looks like a VDI image (pre-header text) but its signature is wrong", { path });
-      }
+      if (n >= 40 && new TextDecoder().decode(head.subarray(0, 40)).startsWith("<<< ") && head.subarray(0, 40).includes(0x56)) return "damaged VDI";
       return "RAW";
     } finally {
       await f.close();
@@ -196,27 +241,183 @@ export class MediumManager {
     return rec;
   }
 
-  async resize(uuidOrPath: string, size: number): Promise<void> {
+  async resize(uuidOrPath: string, size: number, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "resize is implemented for VDI images", { path: rec.location });
     const img = await this.openLayer(rec.location, false);
     try {
-      await img.resize(size);
+      await img.resize(size, options);
       await img.flush();
     } finally {
       await img.close();
     }
   }
 
-  async compact(uuidOrPath: string): Promise<void> {
+  async compact(uuidOrPath: string, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "compact is implemented for VDI images", { path: rec.location });
     const img = await this.openLayer(rec.location, false);
     try {
-      await img.compact();
+      await img.compact(options);
       await img.flush();
     } finally {
       await img.close();
+    }
+  }
+
+  /**
+   * Check a medium (registered, or any file) without writing to it or to the registry: a VDI's
+   * structure (corruption apart from leaked space, see vdi-check.ts) and, for a differencing
+   * image, its chain: each parent registered, intact, carrying the UUID the child names, and not
+   * modified after the child was linked (a warning). A raw image only has its size to check.
+   */
+  async check(uuidOrPath: string): Promise<MediumCheckReport> {
+    const rec = this.registry.find(uuidOrPath);
+    const path = rec?.location ?? uuidOrPath;
+    const location = canonicalLocation(path);
+    const kind = await this.sniff(location);
+    if (kind === "RAW") {
+      const fileSize = await this.fileSize(location);
+      const issues: CheckIssue[] = [];
+      if (fileSize % 512) {
+        issues.push({
+          severity: "warning",
+          code: "odd-size",
+          location,
+          message: `${location}: ${fileSize} bytes is not a whole number of 512-byte sectors; the last ${fileSize % 512} bytes read as a sector padded with zeros`,
+        });
+      }
+      return {
+        location,
+        format: "RAW",
+        ...(rec ? { uuid: rec.uuid } : {}),
+        registered: !!rec,
+        variant: "Fixed",
+        size: Math.ceil(fileSize / 512) * 512,
+        fileSize,
+        chain: [],
+        corrupt: false,
+        leakedBytes: 0,
+        issues,
+      };
+    }
+
+    const issues: CheckIssue[] = [];
+    const reports: VdiCheckReport[] = [];
+    const leaks = (r: VdiCheckReport, loc: string): void => {
+      for (const l of r.leaks) issues.push({ severity: "warning", code: l.kind, location: loc, message: `${loc}: ${l.message}`, bytes: l.bytes });
+    };
+    const top = await this.checkVdiFile(location);
+    reports.push(top);
+    const report: MediumCheckReport = {
+      location,
+      format: "VDI",
+      registered: !!rec,
+      fileSize: top.fileSize,
+      chain: [],
+      corrupt: false,
+      leakedBytes: 0,
+      issues,
+      vdi: reports,
+    };
+    if (!top.image) {
+      issues.push({ severity: "error", code: top.corruption!.kind, location, message: top.corruption!.message });
+    } else {
+      const img = top.image;
+      Object.assign(report, { uuid: img.uuid, size: img.size, variant: img.variant === "fixed" ? "Fixed" : img.variant === "diff" ? "Diff" : "Standard" });
+      leaks(top, location);
+      if (rec && rec.uuid !== img.uuid) {
+        issues.push({
+          severity: "warning",
+          code: "registry-mismatch",
+          location,
+          message: `${location} is registered as {${rec.uuid}} but carries {${img.uuid}}`,
+        });
+      }
+      const known = this.registry.findByUuid(img.uuid);
+      if (known && known.location !== location) {
+        issues.push({
+          severity: "warning",
+          code: "duplicate-uuid",
+          location,
+          message: `${location}: its UUID {${img.uuid}} is registered for ${known.location}; vstor refuses to open this file while that one is registered`,
+        });
+      }
+      await this.checkParents(top, location, report, (r, loc) => {
+        reports.push(r);
+        leaks(r, loc);
+      });
+    }
+    report.corrupt = issues.some((i) => i.severity === "error");
+    report.leakedBytes = reports.reduce((n, r) => n + r.leakedBytes, 0);
+    return report;
+  }
+
+  private async fileSize(path: string): Promise<number> {
+    const f = await this.opener.open(path, { readOnly: true });
+    try {
+      return await f.size();
+    } finally {
+      await f.close();
+    }
+  }
+
+  private async checkVdiFile(path: string): Promise<VdiCheckReport> {
+    const f = await this.opener.open(path, { readOnly: true });
+    try {
+      return await checkVdi(f);
+    } finally {
+      await f.close();
+    }
+  }
+
+  /** Walk a differencing image's parents through the registry, adding issues to `report`. */
+  private async checkParents(
+    top: VdiCheckReport,
+    location: string,
+    report: MediumCheckReport,
+    checked: (r: VdiCheckReport, location: string) => void,
+  ): Promise<void> {
+    const error = (code: string, loc: string, message: string): void => void report.issues.push({ severity: "error", code, location: loc, message });
+    const seen = new Set<string>([top.image!.uuid]);
+    let child = top.image!;
+    let childLoc = location;
+    while (child.parentUuid) {
+      const uuid = child.parentUuid;
+      if (report.chain.length + 1 >= MAX_CHAIN_DEPTH) return error("unsupported", location, `${location}: its chain is deeper than ${MAX_CHAIN_DEPTH} images`);
+      if (seen.has(uuid)) return error("corrupt", childLoc, `${childLoc}: the chain loops back to {${uuid}}`);
+      seen.add(uuid);
+      const prec = this.registry.findByUuid(uuid);
+      if (!prec) {
+        return error("not-found", childLoc, `${childLoc}: its parent {${uuid}} is not registered (register the parent with 'vstor showmediuminfo FILE')`);
+      }
+      const ploc = prec.location;
+      if (prec.format !== "VDI") return error("corrupt", childLoc, `${childLoc}: its parent {${uuid}} is registered as a ${prec.format} image, ${ploc}`);
+      let parent: VdiCheckReport;
+      try {
+        parent = await this.checkVdiFile(ploc);
+      } catch (e) {
+        if (e instanceof MediumError && e.kind === "not-found") return error("not-found", ploc, `${childLoc}: its parent {${uuid}} is registered at ${ploc}, which is not there`);
+        throw e;
+      }
+      checked(parent, ploc);
+      report.chain.push({ uuid, location: ploc });
+      if (!parent.image) return error(parent.corruption!.kind, ploc, `parent of ${childLoc}: ${parent.corruption!.message}`);
+      if (parent.image.uuid !== uuid) {
+        return error("corrupt", ploc, `${childLoc}: its parent {${uuid}} is registered at ${ploc}, which carries {${parent.image.uuid}}`);
+      }
+      if (child.parentModifyUuid !== parent.image.modifyUuid) {
+        report.issues.push({
+          severity: "warning",
+          code: "parent-modified",
+          location: childLoc,
+          message:
+            `${childLoc}: its parent ${ploc} was modified after the child was made (recorded {${child.parentModifyUuid}}, now {${parent.image.modifyUuid}}); ` +
+            `opening the chain read-write is refused`,
+        });
+      }
+      child = parent.image;
+      childLoc = ploc;
     }
   }
 }

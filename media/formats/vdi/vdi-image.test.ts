@@ -309,6 +309,29 @@ describe("VDI image: discard, compact", () => {
     expect(file.size).toBe(h.dataOffset + 4 * 64 * KiB);
     expect(firstDiff(await readAll(img), before)).toBe(-1);
   });
+
+  it("compact reports progress: every stored block read, then every block moved", async () => {
+    const { img } = await memImage();
+    for (let b = 0; b < 8; b++) await img.write(b * 64 * KiB, b % 3 === 0 ? new Uint8Array(64 * KiB).fill(1) : pattern(b * 64 * KiB, 64 * KiB));
+    await img.write(0, new Uint8Array(64 * KiB)); // block 0 (slot 0) and block 3 (slot 3) become zeros
+    await img.write(3 * 64 * KiB, new Uint8Array(64 * KiB));
+    const seen: string[] = [];
+    await img.compact({ onProgress: (done, total, phase) => seen.push(`${phase} ${done}/${total}`) });
+    // 8 stored blocks read; 6 remain in slots 0..7 with holes at 0 and 3: two moves fill them.
+    expect(seen).toEqual([...Array.from({ length: 8 }, (_, i) => `scan ${i + 1}/8`), "move 1/2", "move 2/2"]);
+  });
+
+  it("compact cuts bytes past the last slot", async () => {
+    const { file, img } = await memImage();
+    await img.write(0, pattern(0, 64 * KiB));
+    await img.close();
+    const end = file.size;
+    file.write(end, new Uint8Array(3000).fill(7));
+    const { img: again } = await reopen(file);
+    await again.compact();
+    expect(file.size).toBe(end);
+    expect(onDisk(file).h.blocksAllocated).toBe(1);
+  });
 });
 
 describe("VDI image: resize", () => {
@@ -334,7 +357,9 @@ describe("VDI image: resize", () => {
       const h0 = onDisk(file).h;
       expect([h0.blockMapOffset, h0.dataOffset]).toEqual([0x200, 0x400]);
       const before = await readAll(img);
-      await img.resize(40 * MiB); // 640 entries: 2560 bytes of map, more than the 512 there are
+      const seen: string[] = [];
+      await img.resize(40 * MiB, { onProgress: (done, total, phase) => seen.push(`${phase} ${done}/${total}`) }); // 640 entries: 2560 bytes of map, more than the 512 there are
+      expect(seen).toEqual(["move 0/1", "move 1/1"]); // one block's place becomes the new map
       const { h, map } = onDisk(file);
       expect(h.blockCount).toBe(640);
       expect(h.blockMapOffset).toBe(0x400);

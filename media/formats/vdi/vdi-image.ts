@@ -28,7 +28,7 @@ import {
   virtualSize,
   type VdiHeader,
 } from "./header.js";
-import { compactImage, discardBlock, growImage, type CompactOptions } from "./vdi-maintenance.js";
+import { compactImage, discardBlock, growImage, type CompactOptions, type MaintenanceProgress } from "./vdi-maintenance.js";
 import { VdiStore, asMediumError, isZero, readFully } from "./vdi-store.js";
 
 export interface VdiOpenOptions {
@@ -60,6 +60,34 @@ export interface VdiCreateOptions {
   maxInFlight?: number;
 }
 
+/** A VDI file's validated metadata, as an open reads it. */
+export interface VdiMetadata {
+  header: VdiHeader;
+  map: Uint32Array;
+  fileSize: number;
+}
+
+/**
+ * Read and validate header and block map: every check an open makes, nothing written. Throws
+ * MediumError (or the file's own error) for anything an open refuses. Shared by open and the
+ * checker (vdi-check.ts), so both refuse exactly the same files.
+ */
+export async function readVdiMetadata(file: FileIo): Promise<VdiMetadata> {
+  const ctx = { path: file.path };
+  const fileSize = await file.size();
+  const head = new Uint8Array(Math.min(fileSize, HEADER_READ_SIZE));
+  const got = await readFully(file, 0, head);
+  const header = parseHeader(head.subarray(0, got), ctx);
+  checkHeaderAgainstFile(header, fileSize, ctx);
+  if (header.type === VdiImageType.undo) {
+    throw new MediumError("unsupported", "VDI undo images (type 3) are not supported", ctx);
+  }
+  const mapBytes = new Uint8Array(4 * header.blockCount);
+  const mapGot = await readFully(file, header.blockMapOffset, mapBytes);
+  const map = parseBlockMap(mapBytes.subarray(0, mapGot), header, fileSize, ctx);
+  return { header, map, fileSize };
+}
+
 export class VdiImage implements LayeredImage {
   readonly sectorSize = 512;
   /** Only whole blocks are dropped by discard; the rest of a range keeps its data. */
@@ -84,20 +112,9 @@ export class VdiImage implements LayeredImage {
 
   /** Open and validate an image. Nothing is written, even read-write, until the first change. */
   static async open(rawFile: FileIo, options: VdiOpenOptions = {}): Promise<VdiImage> {
-    const ctx = { path: rawFile.path };
     const file = queued(rawFile, { maxInFlight: options.maxInFlight });
     try {
-      const fileSize = await file.size();
-      const head = new Uint8Array(Math.min(fileSize, HEADER_READ_SIZE));
-      const got = await readFully(file, 0, head);
-      const header = parseHeader(head.subarray(0, got), ctx);
-      checkHeaderAgainstFile(header, fileSize, ctx);
-      if (header.type === VdiImageType.undo) {
-        throw new MediumError("unsupported", "VDI undo images (type 3) are not supported", ctx);
-      }
-      const mapBytes = new Uint8Array(4 * header.blockCount);
-      const mapGot = await readFully(file, header.blockMapOffset, mapBytes);
-      const map = parseBlockMap(mapBytes.subarray(0, mapGot), header, fileSize, ctx);
+      const { header, map } = await readVdiMetadata(file);
       return new VdiImage(new VdiStore(file, header, map), !!options.readOnly || file.readOnly, options.newUuid ?? randomUuid);
     } catch (e) {
       throw asMediumError(e, file.path, "open");
@@ -537,10 +554,10 @@ export class VdiImage implements LayeredImage {
   // --- maintenance ------------------------------------------------------------------------------
 
   /** Grow the virtual size (dynamic and differencing images; shrinking is not supported). */
-  async resize(size: number): Promise<void> {
+  async resize(size: number, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
     this.checkWritable();
     await this.beginSession();
-    await this.gate.runExclusive(() => growImage(this.store, size));
+    await this.gate.runExclusive(() => growImage(this.store, size, options.onProgress));
   }
 
   /**

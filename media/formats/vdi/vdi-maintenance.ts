@@ -11,12 +11,19 @@ import { BLOCK_FREE, BLOCK_ZERO, isAllocated } from "./block-map.js";
 import { MAX_BLOCK_COUNT, SECTOR_SIZE, VDI_DATA_ALIGN, VdiImageType, virtualSize } from "./header.js";
 import { asMediumError, isZero, type VdiStore } from "./vdi-store.js";
 
+/**
+ * Progress of long maintenance: `done` of `total` steps of one phase ("scan": blocks read,
+ * "move": blocks moved). A phase may run with total 0 (nothing to do) and then is not reported.
+ */
+export type MaintenanceProgress = (done: number, total: number, phase: "scan" | "move") => void;
+
 export interface CompactOptions {
   /**
    * For differencing images: whether block `index` holding `data` equals what the layers below
    * show there (then it is dropped and reads fall through again). Given by the chain.
    */
   sameAsParent?: (index: number, data: Uint8Array) => Promise<boolean>;
+  onProgress?: MaintenanceProgress;
 }
 
 async function readExactly(store: VdiStore, pos: number, buf: Uint8Array): Promise<void> {
@@ -43,12 +50,16 @@ async function moveSlot(store: VdiStore, from: number, to: number): Promise<void
 }
 
 /** Fill unused slots with the last blocks, then cut the unused tail off the file. */
-async function reclaimSlots(store: VdiStore): Promise<void> {
-  for (;;) {
+async function reclaimSlots(store: VdiStore, onProgress?: MaintenanceProgress): Promise<void> {
+  // Each move fills one hole below the number of used slots: that many moves.
+  let moves = 0;
+  if (onProgress) for (let s = 0, used = store.usedSlots(); s < used; s++) if (store.ownerOf(s) < 0) moves++;
+  for (let done = 0; ; ) {
     const last = store.lastUsedSlot();
     const hole = store.firstUnusedSlot(last);
     if (hole < 0) break;
     await moveSlot(store, last, hole);
+    onProgress?.(++done, moves, "move");
   }
   const count = store.lastUsedSlot() + 1;
   if (count < store.header.blocksAllocated) await store.shrinkTo(count);
@@ -74,15 +85,22 @@ export async function discardBlock(store: VdiStore, index: number, marker: numbe
 export async function compactImage(store: VdiStore, differencing: boolean, options: CompactOptions): Promise<void> {
   const bs = store.header.blockSize;
   const buf = new Uint8Array(bs);
+  const { onProgress } = options;
   try {
+    const total = onProgress ? store.map.reduce((n, e) => n + (isAllocated(e) ? 1 : 0), 0) : 0;
+    let done = 0;
     for (let i = 0; i < store.map.length; i++) {
       const e = store.map[i]!;
       if (!isAllocated(e)) continue;
       await readExactly(store, store.dataPos(e), buf);
       if (isZero(buf)) await store.setEntry(i, differencing ? BLOCK_ZERO : BLOCK_FREE);
       else if (differencing && options.sameAsParent && (await options.sameAsParent(i, buf))) await store.setEntry(i, BLOCK_FREE);
+      onProgress?.(++done, total, "scan");
     }
-    await reclaimSlots(store);
+    await reclaimSlots(store, onProgress);
+    // Bytes past the last slot belong to nothing (a leak `vstor checkmedium` reports): cut them.
+    const end = store.slotOffset(store.header.blocksAllocated);
+    if ((await store.file.size()) > end) await store.file.truncate(end);
   } catch (e) {
     throw asMediumError(e, store.path, "compact");
   }
@@ -100,7 +118,7 @@ const alignUp = (v: number, a: number): number => Math.ceil(v / a) * a;
  * already overwritten: a crash in that window loses them (VirtualBox's vdiResize has the same
  * window, wider).
  */
-export async function growImage(store: VdiStore, size: number): Promise<void> {
+export async function growImage(store: VdiStore, size: number, onProgress?: MaintenanceProgress): Promise<void> {
   const h = store.header;
   const ctx = { path: store.path };
   if (h.type === VdiImageType.fixed) throw new MediumError("unsupported", "fixed-size VDI images cannot be resized", ctx);
@@ -143,7 +161,7 @@ export async function growImage(store: VdiStore, size: number): Promise<void> {
       await store.writeHeader();
       await file.truncate(dataOffset);
     } else {
-      await relocateMap(store, grown, size);
+      await relocateMap(store, grown, size, onProgress);
     }
     await file.flush();
   } catch (e) {
@@ -154,7 +172,7 @@ export async function growImage(store: VdiStore, size: number): Promise<void> {
 }
 
 /** The map must grow into the data area: move it to where the first data slots are now. */
-async function relocateMap(store: VdiStore, grown: Uint32Array, size: number): Promise<void> {
+async function relocateMap(store: VdiStore, grown: Uint32Array, size: number, onProgress?: MaintenanceProgress): Promise<void> {
   const h = store.header;
   const file = store.file;
   const slot = store.slotSize;
@@ -167,7 +185,9 @@ async function relocateMap(store: VdiStore, grown: Uint32Array, size: number): P
   //    without one the copies go past the last slot and are only referenced by the new map.
   const spare = store.usedSlots() + k <= h.blockCount;
   let tailSlots = h.blocksAllocated;
-  for (let s = 0; s < Math.min(k, h.blocksAllocated); s++) {
+  const moves = Math.min(k, h.blocksAllocated);
+  for (let s = 0; s < moves; s++) {
+    onProgress?.(s, moves, "move");
     const block = store.ownerOf(s);
     if (block < 0) continue;
     if (spare) {
@@ -179,6 +199,7 @@ async function relocateMap(store: VdiStore, grown: Uint32Array, size: number): P
       grown[block] = tailSlots++;
     }
   }
+  if (moves > 0) onProgress?.(moves, moves, "move");
   if (spare) grown.set(store.map.subarray(0, Math.min(store.map.length, grown.length)));
   else tailSlots = Math.max(tailSlots, h.blocksAllocated);
   const count = spare ? h.blocksAllocated : tailSlots;
