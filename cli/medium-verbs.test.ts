@@ -8,6 +8,8 @@ import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rm
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openVdi } from "../media/formats/vdi/vdi-image.js";
+import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
 const MiB = 1 << 20;
 const work = mkdtempSync(join(tmpdir(), "vstor-media-cli-"));
@@ -154,7 +156,14 @@ describe("vstor medium verbs", () => {
     expect(Buffer.compare(readFileSync(copy), before)).toBe(0);
   });
 
-  itq("closemedium refuses a parent with children; --delete removes the file", () => {
+  itq("closemedium, resize and compact refuse a parent with children; --delete removes the file", () => {
+    const before = readFileSync(file("base.vdi"));
+    for (const args of [["modifymedium", base.uuid, "--resize", "128"], ["modifymedium", base.uuid, "--compact"]]) {
+      const r = vstor(args);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain("has differencing children");
+    }
+    expect(Buffer.compare(readFileSync(file("base.vdi")), before)).toBe(0);
     const refused = vstor(["closemedium", "disk", base.uuid]);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toContain("has differencing children");
@@ -267,14 +276,17 @@ describe("vstor medium verbs", () => {
     expect(missing.stderr).toContain("nothing-here.vdi");
   });
 
-  itq("checkmedium follows a differencing image's chain: modified parent warns, missing parent fails", () => {
+  itq("checkmedium follows a differencing image's chain: modified parent warns, missing parent fails", async () => {
     const parent = vstorJson<Info>("createmedium", "disk", "--filename", file("chain-base.vdi"), "--size", "16");
     const kid = vstorJson<Info>("createmedium", "disk", "--filename", file("chain-child.vdi"), "--diffparent", parent.uuid);
     let j = vstorJson<Check>("checkmedium", kid.uuid);
     expect(j).toMatchObject({ corrupt: false, issues: [], chain: [{ uuid: parent.uuid, location: file("chain-base.vdi") }] });
 
-    // A write session on the parent (compact starts one) gives it a new modification UUID.
-    expect(vstor(["modifymedium", parent.uuid, "--compact"]).status).toBe(0);
+    // A write session on the parent (behind the registry's back: vstor refuses to change a parent)
+    // gives it a new modification UUID.
+    const img = await openVdi(new NodeFileOpener(), file("chain-base.vdi"));
+    await img.write(0, new Uint8Array(512).fill(7));
+    await img.close();
     const r = vstor(["checkmedium", file("chain-child.vdi")]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/warning: .*chain-child\.vdi: its parent .*chain-base\.vdi was modified after the child was made/);

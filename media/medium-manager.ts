@@ -241,9 +241,23 @@ export class MediumManager {
     return rec;
   }
 
+  /**
+   * A medium with differencing children is frozen: changing it would change what they show (and
+   * its new modification UUID would mark them "parent modified").
+   */
+  private refuseIfParent(rec: MediumRecord, what: string): void {
+    const kids = this.registry.children(rec.uuid);
+    if (kids.length) {
+      throw new MediumError("in-use", `cannot be ${what}: it has differencing children (${kids.map((k) => k.location).join(", ")})`, {
+        path: rec.location,
+      });
+    }
+  }
+
   async resize(uuidOrPath: string, size: number, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "resize is implemented for VDI images", { path: rec.location });
+    this.refuseIfParent(rec, "resized");
     const img = await this.openLayer(rec.location, false);
     try {
       await img.resize(size, options);
@@ -256,6 +270,7 @@ export class MediumManager {
   async compact(uuidOrPath: string, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "compact is implemented for VDI images", { path: rec.location });
+    this.refuseIfParent(rec, "compacted");
     const img = await this.openLayer(rec.location, false);
     try {
       await img.compact(options);
