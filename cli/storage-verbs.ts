@@ -7,6 +7,9 @@ import { runningSession } from "../machine/control-channel.js";
 import { checkSlot, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
 import { VmError, VmStore } from "../machine/vm-store.js";
 import type { Out } from "./vm-verbs.js";
+import { resolve } from "node:path";
+import { openIso } from "../media/formats/iso/iso.js";
+import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
 const onOff = (name: string, v: string | undefined, dflt: boolean): boolean => {
   if (v === undefined) return dflt;
@@ -95,8 +98,13 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   const type = optString(args, "type") ?? "hdd";
   if (type !== "hdd" && type !== "dvddrive") throw new UsageError(`--type ${type}: hdd or dvddrive`);
   let medium: string | undefined;
+  let image: string | undefined;
   if (type === "dvddrive") {
-    if (mediumArg !== "emptydrive") throw new UsageError("DVD images arrive with ISO support; attach '--medium emptydrive' for now");
+    if (mediumArg !== "emptydrive") {
+      const { medium: iso } = await openIso(new NodeFileOpener(), mediumArg); // refuses what is not ISO 9660
+      await iso.close();
+      image = resolve(mediumArg);
+    }
   } else {
     if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
     const mm = new MediumManager();
@@ -114,12 +122,13 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
     device,
     type,
     medium,
+    image,
     nonrotational: onOff("nonrotational", optString(args, "nonrotational"), false),
     discard: onOff("discard", optString(args, "discard"), false),
     hotpluggable: onOff("hotpluggable", optString(args, "hotpluggable"), false),
     tempeject: onOff("tempeject", optString(args, "tempeject"), false),
   });
   store.save(vm);
-  out(`Attached ${type === "hdd" ? `medium {${medium}}` : "an empty DVD drive"} to '${ctlName}' port ${port} device ${device}.\n`);
+  out(`Attached ${type === "hdd" ? `medium {${medium}}` : image ? `DVD drive with ${image}` : "an empty DVD drive"} to '${ctlName}' port ${port} device ${device}.\n`);
   return 0;
 }

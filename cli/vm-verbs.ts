@@ -50,7 +50,7 @@ export async function showvminfo(argv: string[], out: Out): Promise<number> {
       `Storage Controllers: ${vm.storageControllers.length ? "" : "none"}`,
       ...vm.storageControllers.flatMap((c) => [
         `  ${c.name}: ${c.bus.toUpperCase()} ${c.controller} (host I/O cache ${c.hostIoCache ? "on" : "off"}, bootable ${c.bootable ? "on" : "off"})`,
-        ...c.attachments.map((a) => `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : "DVD drive (empty)"}${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}`),
+        ...c.attachments.map((a) => `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : a.image ? `DVD drive (${a.image})` : "DVD drive (empty)"}${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}`),
       ]),
       "",
     ].join("\n"),

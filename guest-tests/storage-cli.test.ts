@@ -4,7 +4,7 @@
  * after power-off the data is in the VDI, as qemu-img reads it.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -29,8 +29,18 @@ describe("a VDI on the IDE controller, set up with the CLI", () => {
     expect(vstor("storagectl", "io", "--name", "IDE", "--add", "ide", "--controller", "ICH6").status).toBe(0);
     const att = vstor("storageattach", "io", "--storagectl", "IDE", "--port", "0", "--device", "0", "--type", "hdd", "--medium", disk);
     expect(att.status, att.stderr).toBe(0);
-    expect(vstor("storageattach", "io", "--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive", "--medium", "emptydrive").status).toBe(0);
-    expect(vstor("showvminfo", "io").stdout).toMatch(/IDE ICH6[\s\S]*port 0 device 0: disk[\s\S]*port 1 device 0: DVD drive/);
+    const isoDir = join(work, "iso");
+    mkdirSync(isoDir);
+    writeFileSync(join(isoDir, "hello.txt"), "hello from an ISO image\n");
+    const iso = join(work, "disc.iso");
+    const mk = spawnSync("genisoimage", ["-quiet", "-V", "VSTOR_DISC", "-R", "-J", "-o", iso, isoDir], { encoding: "utf8" });
+    expect(mk.status, mk.stderr).toBe(0);
+    const notIso = vstor("storageattach", "io", "--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive", "--medium", disk);
+    expect(notIso.status).toBe(1);
+    expect(notIso.stderr).toContain("CD001");
+    const cd = vstor("storageattach", "io", "--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive", "--medium", iso);
+    expect(cd.status, cd.stderr).toBe(0);
+    expect(vstor("showvminfo", "io").stdout).toMatch(/IDE ICH6[\s\S]*port 0 device 0: disk[\s\S]*port 1 device 0: DVD drive \(.*disc\.iso\)/);
 
     const script = join(work, "s.sh");
     writeFileSync(
@@ -41,6 +51,8 @@ describe("a VDI on the IDE controller, set up with the CLI", () => {
        yes vstor-guest-wrote-this | head -c 1048576 | dd of=/dev/sda bs=64k seek=80 conv=fsync 2>/dev/null
        dd if=/dev/sda bs=64k skip=80 count=16 iflag=direct 2>/dev/null | md5sum
        test -b /dev/sr0 && echo "cd drive present"
+       mkdir -p /mnt/cd && mount -t iso9660 -o ro /dev/sr0 /mnt/cd && cat /mnt/cd/hello.txt
+       blkid /dev/sr0
        sync`,
     );
     const r = vstor("startvm", "io", "--script", script, "--timeout", "300");
@@ -49,6 +61,8 @@ describe("a VDI on the IDE controller, set up with the CLI", () => {
     expect(r.stdout).toContain("ata_piix bound");
     expect(r.stdout).toMatch(/Model Number:\s+VBOX HARDDISK/);
     expect(r.stdout).toContain("cd drive present");
+    expect(r.stdout).toContain("hello from an ISO image");
+    expect(r.stdout).toContain('LABEL="VSTOR_DISC"');
 
     const raw = join(work, "data.raw");
     const conv = spawnSync("qemu-img", ["convert", "-f", "vdi", "-O", "raw", disk, raw], { encoding: "utf8" });

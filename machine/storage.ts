@@ -6,7 +6,10 @@ import type { Host } from "../host-adapter/host.js";
 import type { BlockBackend } from "../media/block.js";
 import { MediumManager } from "../media/medium-manager.js";
 import { serialFromUuid } from "../devices/ata/config.js";
-import { IdeController, NoMediumAtapi, type IdeChipset, type IdeDriveConfig } from "../devices/ide/index.js";
+import { IdeController, type IdeChipset, type IdeDriveConfig } from "../devices/ide/index.js";
+import { createAtapiCdrom, type AtapiCdrom } from "../devices/atapi/index.js";
+import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { openIso } from "../media/formats/iso/iso.js";
 
 export type StorageBus = "ide";
 export type IdeControllerType = "PIIX3" | "PIIX4" | "ICH6";
@@ -15,8 +18,10 @@ export interface AttachmentConfig {
   port: number;
   device: number;
   type: "hdd" | "dvddrive";
-  /** Medium UUID; absent for an empty DVD drive. */
+  /** Medium UUID (hard disks); absent for an empty DVD drive. */
   medium?: string;
+  /** Path of the ISO image in a DVD drive. */
+  image?: string;
   nonrotational?: boolean;
   discard?: boolean;
   hotpluggable?: boolean;
@@ -57,7 +62,14 @@ export async function openMachineStorage(controllers: readonly StorageController
       for (const a of ctl.attachments) {
         const key = `${a.port}:${a.device}`;
         if (a.type === "dvddrive") {
-          drives.set(key, { kind: "atapi", packetHandler: new NoMediumAtapi() });
+          let disc: BlockBackend | undefined;
+          if (a.image) {
+            disc = (await openIso(new NodeFileOpener(), a.image)).medium;
+            opened.push(disc);
+          }
+          // One drive (tray, lock, disc) per attachment, kept across emulator rebuilds on reset.
+          const cd: AtapiCdrom = createAtapiCdrom({ medium: disc });
+          drives.set(key, { kind: "atapi", packetHandler: cd.handler, model: "VBOX CD-ROM" });
           continue;
         }
         if (!a.medium) continue;
