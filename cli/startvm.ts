@@ -45,7 +45,18 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
 
   const child = reexecWithFlags();
   if (child !== undefined) return child;
-  const storage = await openMachineStorage(vm.storageControllers);
+  const storage = await openMachineStorage(vm.storageControllers, undefined, {
+    // A guest-initiated eject persists in the machine's configuration (VBoxManage's semantics
+    // unless the attachment has --tempeject on).
+    onGuestEject: (ctlName, port, device) => {
+      const now = store.get(vm.uuid);
+      const att = now.storageControllers.find((c) => c.name === ctlName)?.attachments.find((a) => a.port === port && a.device === device);
+      if (att) {
+        att.image = undefined;
+        store.save(now);
+      }
+    },
+  });
 
   let session: GuestSession | undefined;
   let finish!: (code: number) => void;
@@ -62,6 +73,11 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
         return { ok: true };
       case "status":
         return { ok: true, data: { pid: process.pid } };
+      case "changedisc": {
+        const [ctlName, port, device, image, force] = req.args ?? [];
+        await storage.changeDisc(ctlName, Number(port), Number(device), image || undefined, { force: force === "force" });
+        return { ok: true };
+      }
       default:
         return { ok: false, error: `unknown command '${req.command}'` };
     }

@@ -3,7 +3,7 @@
  */
 import { allowOnly, optString, parseArgs, requireOpt, UsageError } from "./args.js";
 import { MediumManager } from "../media/medium-manager.js";
-import { runningSession } from "../machine/control-channel.js";
+import { runningSession, sendControl } from "../machine/control-channel.js";
 import { checkSlot, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
 import { VmError, VmStore } from "../machine/vm-store.js";
 import type { Out } from "./vm-verbs.js";
@@ -20,13 +20,14 @@ const onOff = (name: string, v: string | undefined, dflt: boolean): boolean => {
 
 const IDE_TYPES: IdeControllerType[] = ["PIIX3", "PIIX4", "ICH6"];
 
-async function editableMachine(name: string) {
+async function editableMachine(name: string, allowRunning = false) {
   const store = new VmStore();
   const vm = store.get(name);
-  if (await runningSession(store.machineDir(vm.name))) {
+  const running = !!(await runningSession(store.machineDir(vm.name)));
+  if (running && !allowRunning) {
     throw new VmError("running", `vstor: machine '${vm.name}' is running; change its storage while it is powered off`);
   }
-  return { store, vm };
+  return { store, vm, running };
 }
 
 export async function storagectl(argv: string[], out: Out): Promise<number> {
@@ -76,11 +77,11 @@ function ideType(t: string): IdeControllerType {
 }
 
 export async function storageattach(argv: string[], out: Out): Promise<number> {
-  const args = parseArgs(argv);
-  allowOnly(args, ["storagectl", "port", "device", "type", "medium", "nonrotational", "discard", "hotpluggable", "tempeject"]);
+  const args = parseArgs(argv, ["forceunmount"]);
+  allowOnly(args, ["storagectl", "port", "device", "type", "medium", "nonrotational", "discard", "hotpluggable", "tempeject", "forceunmount"]);
   const [machine] = args.positional;
   if (!machine) throw new UsageError("storageattach needs a machine name or UUID");
-  const { store, vm } = await editableMachine(machine);
+  const { store, vm, running } = await editableMachine(machine, true);
   const ctlName = requireOpt(args, "storagectl");
   const ctl = vm.storageControllers.find((c) => c.name === ctlName);
   if (!ctl) throw new UsageError(`machine '${vm.name}' has no storage controller '${ctlName}'`);
@@ -89,6 +90,7 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   if (!Number.isInteger(port) || !Number.isInteger(device)) throw new UsageError("--port and --device take numbers");
   checkSlot(ctl, port, device);
   const mediumArg = requireOpt(args, "medium");
+  if (running) return changeDiscOnline(store, vm, ctl, port, device, mediumArg, args.options.has("forceunmount"), out);
   ctl.attachments = ctl.attachments.filter((a) => a.port !== port || a.device !== device);
   if (mediumArg === "none") {
     store.save(vm);
@@ -130,5 +132,38 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   });
   store.save(vm);
   out(`Attached ${type === "hdd" ? `medium {${medium}}` : image ? `DVD drive with ${image}` : "an empty DVD drive"} to '${ctlName}' port ${port} device ${device}.\n`);
+  return 0;
+}
+
+/**
+ * A running machine: only the disc in an existing DVD drive can change (disk hot-plug needs a
+ * hot-plug capable controller). The running VM does it through its control channel; the machine's
+ * configuration then records the new disc.
+ */
+async function changeDiscOnline(
+  store: VmStore,
+  vm: ReturnType<VmStore["get"]>,
+  ctl: StorageControllerConfig,
+  port: number,
+  device: number,
+  mediumArg: string,
+  force: boolean,
+  out: Out,
+): Promise<number> {
+  const att = ctl.attachments.find((a) => a.port === port && a.device === device);
+  if (att?.type !== "dvddrive") {
+    throw new VmError("running", `vstor: machine '${vm.name}' is running; only the disc in a DVD drive can change now (port ${port} device ${device} is not a DVD drive)`);
+  }
+  let image: string | undefined;
+  if (mediumArg !== "emptydrive" && mediumArg !== "none") {
+    const { medium } = await openIso(new NodeFileOpener(), mediumArg);
+    await medium.close();
+    image = resolve(mediumArg);
+  }
+  const reply = await sendControl(store.machineDir(vm.name), { command: "changedisc", args: [ctl.name, String(port), String(device), image ?? "", force ? "force" : ""] });
+  if (!reply.ok) throw new VmError("running", `vstor: could not change the disc: ${reply.error}`);
+  att.image = image;
+  store.save(vm);
+  out(image ? `Inserted ${image} into '${ctl.name}' port ${port} device ${device}.\n` : `Ejected the disc from '${ctl.name}' port ${port} device ${device}.\n`);
   return 0;
 }

@@ -3,7 +3,7 @@
  * and an empty DVD drive), startvm --script. The guest's ata_piix sees the disk and writes to it;
  * after power-off the data is in the VDI, as qemu-img reads it.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -72,5 +72,40 @@ describe("a VDI on the IDE controller, set up with the CLI", () => {
     expect(written.startsWith("vstor-guest-wrote-this\n")).toBe(true);
     expect(written.split("\n").filter((l) => l && l !== "vstor-guest-wrote-this").length).toBeLessThanOrEqual(1); // the cut-off last line
     expect(spawnSync("qemu-img", ["check", disk], { encoding: "utf8" }).status).toBe(0);
+  });
+
+  it("changes the disc of a running machine from another process; a guest eject persists", async () => {
+    expect(vstor("createvm", "--name", "cd", "--register").status).toBe(0);
+    expect(vstor("storagectl", "cd", "--name", "IDE", "--add", "ide", "--controller", "PIIX4").status).toBe(0);
+    expect(vstor("storageattach", "cd", "--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive", "--medium", "emptydrive").status).toBe(0);
+    const isoDir = join(work, "iso2");
+    mkdirSync(isoDir);
+    writeFileSync(join(isoDir, "late.txt"), "inserted while running\n");
+    const iso = join(work, "late.iso");
+    expect(spawnSync("genisoimage", ["-quiet", "-V", "LATE", "-o", iso, isoDir]).status).toBe(0);
+    const script = join(work, "cd.sh");
+    writeFileSync(
+      script,
+      `echo waiting-for-disc
+       mkdir -p /mnt/cd
+       for i in $(seq 300); do mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null && break; sleep 0.2; done
+       cat /mnt/cd/LATE.TXT /mnt/cd/late.txt 2>/dev/null
+       umount /mnt/cd
+       sg_start --eject /dev/sr0 && echo ejected-by-guest`,
+    );
+    const child = spawn(process.execPath, [cli, "startvm", "cd", "--script", script, "--timeout", "300"], { env });
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number>((r) => child.on("exit", (code) => r(code ?? -1)));
+    for (let i = 0; i < 600 && !stdout.includes("waiting-for-disc"); i++) await new Promise((r) => setTimeout(r, 500));
+    expect(stdout).toContain("waiting-for-disc");
+    const change = vstor("storageattach", "cd", "--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive", "--medium", iso);
+    expect(change.status, change.stderr).toBe(0);
+    expect(vstor("showvminfo", "cd").stdout).toMatch(/DVD drive \(.*late\.iso\)/);
+    const code = await exited;
+    expect(stdout).toContain("inserted while running");
+    expect(code, stdout).toBe(0);
+    expect(stdout).toContain("ejected-by-guest");
+    expect(vstor("showvminfo", "cd").stdout).toContain("DVD drive (empty)"); // no --tempeject: the eject sticks
   });
 });

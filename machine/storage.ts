@@ -49,12 +49,27 @@ export function checkSlot(ctl: StorageControllerConfig, port: number, device: nu
 export interface MachineStorage {
   /** Registers the controllers on a host (runs before the BIOS, and again after a reset). */
   setup(host: Host): void;
+  /**
+   * Change the disc in a running machine's DVD drive (undefined: eject). Refused while the guest
+   * has locked the tray, unless forced.
+   */
+  changeDisc(controller: string, port: number, device: number, image: string | undefined, options?: { force?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
+export interface StorageEvents {
+  /** The guest ejected the disc of a drive without --tempeject: the machine's configuration forgets it. */
+  onGuestEject?(controller: string, port: number, device: number): void;
+}
+
 /** Open every attached medium and prepare the controllers. Media are closed if anything fails. */
-export async function openMachineStorage(controllers: readonly StorageControllerConfig[], mm = new MediumManager()): Promise<MachineStorage> {
+export async function openMachineStorage(
+  controllers: readonly StorageControllerConfig[],
+  mm = new MediumManager(),
+  events: StorageEvents = {},
+): Promise<MachineStorage> {
   const opened: BlockBackend[] = [];
+  const drivesByKey = new Map<string, AtapiCdrom>();
   const plans: { ctl: StorageControllerConfig; drives: Map<string, IdeDriveConfig> }[] = [];
   try {
     for (const ctl of controllers) {
@@ -70,6 +85,12 @@ export async function openMachineStorage(controllers: readonly StorageController
           // One drive (tray, lock, disc) per attachment, kept across emulator rebuilds on reset.
           const cd: AtapiCdrom = createAtapiCdrom({ medium: disc });
           drives.set(key, { kind: "atapi", packetHandler: cd.handler, model: "VBOX CD-ROM" });
+          drivesByKey.set(`${ctl.name}:${key}`, cd);
+          cd.drive.on((e) => {
+            if (e.type !== "ejected" || e.by !== "guest") return;
+            void e.medium.close().catch(() => undefined);
+            if (!a.tempeject) events.onGuestEject?.(ctl.name, a.port, a.device);
+          });
           continue;
         }
         if (!a.medium) continue;
@@ -99,6 +120,21 @@ export async function openMachineStorage(controllers: readonly StorageController
           primary: { master: d(0, 0), slave: d(0, 1) },
           secondary: { master: d(1, 0), slave: d(1, 1) },
         });
+      }
+    },
+    async changeDisc(controller, port, device, image, options = {}) {
+      const cd = drivesByKey.get(`${controller}:${port}:${device}`);
+      if (!cd) throw new RangeError(`no DVD drive at '${controller}' port ${port} device ${device}`);
+      const next = image ? (await openIso(new NodeFileOpener(), image)).medium : undefined;
+      const old = cd.drive.medium;
+      if (old && !cd.drive.eject({ force: options.force })) {
+        await next?.close();
+        throw new Error(`the guest has locked the tray of '${controller}' port ${port} device ${device} (use --forceunmount)`);
+      }
+      await old?.close().catch(() => undefined);
+      if (next) {
+        opened.push(next);
+        cd.drive.insert(next);
       }
     },
     close: async () => {
