@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export DEBIAN_FRONTEND := noninteractive
 
 # Debian packages the project needs on the host (peers for interop tests, image tooling).
-HOST_PACKAGES := qemu-utils seabios gcc-multilib binutils genisoimage
+HOST_PACKAGES := qemu-utils seabios gcc-multilib binutils genisoimage syslinux syslinux-common mtools dosfstools
 STAMP := build/.stamps
 VSTOR := node dist/vstor.mjs
 VM ?= vstor-default
@@ -17,7 +17,8 @@ help:
 	@echo "make test   set up everything, then run unit, interop and guest tests"
 	@echo "make bench  benchmarks against peers measured in the same run"
 
-$(STAMP)/apt:
+# Re-checked when this file changes (a package added to HOST_PACKAGES gets installed).
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

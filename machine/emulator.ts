@@ -12,11 +12,31 @@ import { guestImages, type GuestImages } from "./guest-images.js";
 
 export const BASE_CMDLINE = "console=ttyS0 tsc=reliable mitigations=off random.trust_cpu=on cryptomgr.notests noisapnp";
 
+/**
+ * CMOS boot order for SeaBIOS (registers 38h/3Dh, which v86 writes from its `boot_order` option):
+ * one device class per nibble, lowest nibble first; 1 floppy, 2 hard disk, 3 CD-ROM. SeaBIOS
+ * (boot_init, CONFIG_QEMU) turns it into the default priorities when there is no fw_cfg
+ * "bootorder" file, which v86 never provides. v86's own default without hda/fda is 0x123 (CD
+ * first); a disk boot wants the hard disk first so an empty or non-bootable CD in the IDE
+ * drive costs no failed attempt: 0x312 (hard disk, floppy, CD), what v86 picks for an hda.
+ */
+export const BOOT_ORDER_DISK_FIRST = 0x312;
+
 export interface EmulatorOptions {
   memoryMiB?: number;
-  /** KEY=VAL pairs for the guest's /init (VSTOR_MODE=agent, VSTOR_MODULES=..., ...). */
+  /**
+   * "kernel" (default): v86 loads the bundled kernel and initramfs itself (through SeaBIOS's
+   * option ROM path), with the command line built here.
+   * "disk": no kernel, initramfs or command line is given to v86; SeaBIOS boots from the first
+   * hard disk its drivers find (e.g. an IdeController's primary master holding
+   * build/guest/boot.img), and the disk's own boot loader decides the kernel command line, so
+   * `guestEnv` is not used and `script` is refused (there is no initramfs to append it to; use
+   * the agent instead).
+   */
+  bootFrom?: "kernel" | "disk";
+  /** KEY=VAL pairs for the guest's /init (VSTOR_MODE=agent, VSTOR_MODULES=..., ...); kernel boots only. */
   guestEnv?: Record<string, string>;
-  /** A script the guest runs once it is ready (delivered as an extra initramfs archive). */
+  /** A script the guest runs once it is ready (delivered as an extra initramfs archive); kernel boots only. */
   script?: string;
   /** Register devices here; it runs before the BIOS. */
   setup?: (host: V86Host) => void;
@@ -58,6 +78,28 @@ const file = (path: string) => ({ buffer: toArrayBuffer(readFileSync(path)) });
 /** The V86 constructor options for the bundled guest (also used bare, as a benchmark peer). */
 export function v86Options(opts: EmulatorOptions = {}): Record<string, unknown> {
   const images = opts.images ?? guestImages();
+  const common = {
+    wasm_path: join(v86BuildDir(), "v86.wasm"),
+    bios: file(images.bios),
+    vga_bios: images.vgaBios ? file(images.vgaBios) : undefined,
+    memory_size: (opts.memoryMiB ?? 128) * 1024 * 1024,
+    vga_memory_size: 2 * 1024 * 1024,
+    initial_state: opts.initialState ? { buffer: opts.initialState } : undefined,
+    autostart: true,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+    net_device: { type: "none" },
+  };
+  const bootFrom = opts.bootFrom ?? "kernel";
+  if (bootFrom === "disk") {
+    if (opts.script !== undefined) {
+      throw new Error("a script needs a kernel boot (it travels as an extra initramfs archive); a disk-booted guest runs scripts through its agent");
+    }
+    // No hda/cdrom/fda either: our controllers provide the disks, SeaBIOS finds them by PCI class.
+    return { ...common, boot_order: BOOT_ORDER_DISK_FIRST };
+  }
+  if (bootFrom !== "kernel") throw new Error(`bootFrom must be "kernel" or "disk", not ${String(bootFrom)}`);
   let initrd = readFileSync(images.initrd) as Uint8Array;
   if (opts.script !== undefined) {
     // Linux unpacks concatenated newc archives in order: the second one adds /vstor/script.
@@ -72,20 +114,10 @@ export function v86Options(opts: EmulatorOptions = {}): Record<string, unknown> 
   }
   const env = Object.entries(opts.guestEnv ?? {}).map(([k, v]) => `${k}=${v}`);
   return {
-    wasm_path: join(v86BuildDir(), "v86.wasm"),
-    bios: file(images.bios),
-    vga_bios: images.vgaBios ? file(images.vgaBios) : undefined,
+    ...common,
     bzimage: file(images.kernel),
     initrd: { buffer: toArrayBuffer(initrd) },
     cmdline: [BASE_CMDLINE, ...env].join(" "),
-    memory_size: (opts.memoryMiB ?? 128) * 1024 * 1024,
-    vga_memory_size: 2 * 1024 * 1024,
-    initial_state: opts.initialState ? { buffer: opts.initialState } : undefined,
-    autostart: true,
-    disable_keyboard: true,
-    disable_mouse: true,
-    disable_speaker: true,
-    net_device: { type: "none" },
   };
 }
 

@@ -9,7 +9,10 @@ import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./emu
 import { GuestConsole, type GuestRunResult } from "./guest-console.js";
 
 export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte" | "onReboot"> {
-  /** "agent": scripts over the console (tests); "shell": an interactive shell. */
+  /**
+   * "agent": scripts over the console (tests); "shell": an interactive shell. Kernel boots only:
+   * with `bootFrom: "disk"` the disk's boot loader chooses (build/guest/boot.img: agent).
+   */
   mode?: "agent" | "shell";
   bootTimeoutMs?: number;
   /** Also hand every console line to this (logs, interactive terminals). */
