@@ -55,17 +55,19 @@ test: check build images
 	npx vitest run
 	npx vitest run --config guest-tests/vitest.config.ts
 
-# The default machine: a 256 MB VDI on the IDE controller (AHCI/SATA comes with its issue) and an
-# empty DVD drive on the secondary master, as VirtualBox lays IDE out.
+# The default machine: a 256 MB VDI on the IDE controller (AHCI/SATA comes with its issue) and, in
+# the DVD drive on the secondary master (as VirtualBox lays IDE out), an ISO with vstor's manuals.
 VSTOR_HOME ?= $(HOME)/.config/vstor
 DISK := $(VSTOR_HOME)/machines/$(VM)/disk.vdi
+DOCS_ISO := $(VSTOR_HOME)/machines/$(VM)/vstor-docs.iso
 run: build images
 	@if ! $(VSTOR) showvminfo $(VM) >/dev/null 2>&1; then \
 	  $(VSTOR) createvm --name $(VM) --register >/dev/null && \
 	  $(VSTOR) createmedium disk --filename "$(DISK)" --size 256 >/dev/null && \
 	  $(VSTOR) storagectl $(VM) --name IDE --add ide --controller ICH6 >/dev/null && \
 	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 0 --device 0 --type hdd --medium "$(DISK)" >/dev/null && \
-	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 1 --device 0 --type dvddrive --medium emptydrive >/dev/null; \
+	  genisoimage -quiet -V VSTOR_DOCS -R -J -graft-points -o "$(DOCS_ISO)" README.md=README.md images.md=images/README.md agent-protocol.md=guest-tests/agent-protocol.md && \
+	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 1 --device 0 --type dvddrive --medium "$(DOCS_ISO)" >/dev/null; \
 	fi
 	$(VSTOR) startvm $(VM) --type headless $(ARGS)
 
