@@ -8,6 +8,7 @@ import { AtaDevice } from "./device.js";
 import type { AtaDeviceConfig } from "./config.js";
 import type { TaskFile } from "./task-file.js";
 import type { AtaCompletion, AtaTransport, DataDirection, DmaOutcome, PioBlock } from "./transport.js";
+import { concatBytes } from "../scsi/bytes.js";
 
 export interface InjectedError {
   op: "read" | "write" | "flush" | "discard";
@@ -277,15 +278,8 @@ export class TestTransport implements AtaTransport {
   }
 }
 
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+/** Concatenate byte arrays (the shared helper, under the name these tests use). */
+export const concat = concatBytes;
 
 /** A device on a test transport. */
 export function makeDevice(config: Partial<AtaDeviceConfig> = {}): { dev: AtaDevice; t: TestTransport; traces: string[] } {

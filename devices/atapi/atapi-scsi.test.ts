@@ -10,6 +10,7 @@ import { fixedSense, SENSE, STATUS } from "../scsi/sense.js";
 import { cdb, cdImage, cdPattern } from "../scsi/test-support.js";
 import { mode1Sector } from "../scsi/cd-sector.js";
 import { atapiResult, createAtapiCdrom } from "./atapi-scsi.js";
+import { concatBytes } from "../scsi/bytes.js";
 
 const READY = ATA_STATUS.DRDY | ATA_STATUS.DSC;
 const ERR = ATA_STATUS.DRDY | ATA_STATUS.ERR;
@@ -35,20 +36,10 @@ function cdrom(sectors: number | null = 64) {
     const limit = opts.limit ?? 0xfffe;
     const c = await issue(dev, t, { command: 0xa0, features: opts.dma ? 1 : 0, lbaMid: limit & 0xff, lbaHigh: limit >> 8 });
     const blocks = t.pioInBlocks.slice(inBefore);
-    const data = opts.dma ? concat(t.dmaInData.slice(dmaBefore)) : concat(blocks.map((b) => b.data));
+    const data = opts.dma ? concatBytes(t.dmaInData.slice(dmaBefore)) : concatBytes(blocks.map((b) => b.data));
     return { c, data, blocks };
   };
   return { ...cd, dev, t, traces, send };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 describe("ATAPI CD-ROM on the ATA core", () => {
@@ -81,7 +72,7 @@ describe("ATAPI CD-ROM on the ATA core", () => {
     const { c, data, blocks } = await send(cdb.read10(3, 5), { limit: 4096 });
     expect(c.status).toBe(READY);
     expect(blocks.map((b) => b.byteCount)).toEqual([4096, 4096, 2048]);
-    expect(firstDifference(data, concat([3, 4, 5, 6, 7].map(cdPattern)))).toBe(-1);
+    expect(firstDifference(data, concatBytes([3, 4, 5, 6, 7].map(cdPattern)))).toBe(-1);
   });
 
   it("reads raw sectors by DMA", async () => {

@@ -28,11 +28,7 @@ export function vstorIoSector(lba: number, seed: number): Uint8Array {
   w[2] = seed >>> 0;
   w[3] = MAGIC;
   for (let i = 4; i < 128; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
+    x = xorshift32(x);
     w[i] = x;
   }
   return new Uint8Array(w.buffer);
@@ -52,11 +48,7 @@ export function patternRegion(bytes: number, seed = 0x1de): Uint8Array {
   const w = new Uint32Array(out.buffer);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < w.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
+    x = xorshift32(x);
     w[i] = x;
   }
   return out;
@@ -64,4 +56,13 @@ export function patternRegion(bytes: number, seed = 0x1de): Uint8Array {
 
 export function md5(data: Uint8Array): string {
   return createHash("md5").update(data).digest("hex");
+}
+
+/** One step of Marsaglia's 32-bit xorshift (13, 17, 5), as vstor-io.c uses it. */
+function xorshift32(x: number): number {
+  x ^= x << 13;
+  x >>>= 0;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return x >>> 0;
 }
