@@ -45,17 +45,20 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
 
   const child = reexecWithFlags();
   if (child !== undefined) return child;
+  // The running VM is the only writer of its discs' configuration, so a guest eject and a
+  // storageattach from another process are recorded in the order they happened.
+  const recordDisc = (ctlName: string, port: number, device: number, image: string | undefined) => {
+    const now = store.get(vm.uuid);
+    const att = now.storageControllers.find((c) => c.name === ctlName)?.attachments.find((a) => a.port === port && a.device === device);
+    if (att) {
+      att.image = image;
+      store.save(now);
+    }
+  };
   const storage = await openMachineStorage(vm.storageControllers, undefined, {
     // A guest-initiated eject persists in the machine's configuration (VBoxManage's semantics
     // unless the attachment has --tempeject on).
-    onGuestEject: (ctlName, port, device) => {
-      const now = store.get(vm.uuid);
-      const att = now.storageControllers.find((c) => c.name === ctlName)?.attachments.find((a) => a.port === port && a.device === device);
-      if (att) {
-        att.image = undefined;
-        store.save(now);
-      }
-    },
+    onGuestEject: (ctlName, port, device) => recordDisc(ctlName, port, device, undefined),
   });
 
   let session: GuestSession | undefined;
@@ -76,6 +79,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
       case "changedisc": {
         const [ctlName, port, device, image, force] = req.args ?? [];
         await storage.changeDisc(ctlName, Number(port), Number(device), image || undefined, { force: force === "force" });
+        recordDisc(ctlName, Number(port), Number(device), image || undefined);
         return { ok: true };
       }
       default:

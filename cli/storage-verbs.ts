@@ -137,8 +137,8 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
 
 /**
  * A running machine: only the disc in an existing DVD drive can change (disk hot-plug needs a
- * hot-plug capable controller). The running VM does it through its control channel; the machine's
- * configuration then records the new disc.
+ * hot-plug capable controller). The running VM does it through its control channel and records
+ * the new disc in the machine's configuration.
  */
 async function changeDiscOnline(
   store: VmStore,
@@ -162,8 +162,7 @@ async function changeDiscOnline(
   }
   const reply = await sendControl(store.machineDir(vm.name), { command: "changedisc", args: [ctl.name, String(port), String(device), image ?? "", force ? "force" : ""] });
   if (!reply.ok) throw new VmError("running", `vstor: could not change the disc: ${reply.error}`);
-  att.image = image;
-  store.save(vm);
+  // The running VM has recorded the new disc in the configuration itself.
   out(image ? `Inserted ${image} into '${ctl.name}' port ${port} device ${device}.\n` : `Ejected the disc from '${ctl.name}' port ${port} device ${device}.\n`);
   return 0;
 }

@@ -91,6 +91,7 @@ describe("a VDI on the IDE controller, set up with the CLI", () => {
        for i in $(seq 300); do mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null && break; sleep 0.2; done
        cat /mnt/cd/LATE.TXT /mnt/cd/late.txt 2>/dev/null
        umount /mnt/cd
+       sleep 5   # the host checks the recorded disc before the guest ejects it
        sg_start --eject /dev/sr0 && echo ejected-by-guest`,
     );
     const child = spawn(process.execPath, [cli, "startvm", "cd", "--script", script, "--timeout", "300"], { env });
