@@ -106,6 +106,31 @@ describe("IDE (ICH6) in a Linux guest", () => {
     expect(out).toMatch(/LBA48\s+user addressable sectors:\s+131072/);
   });
 
+  it("answers smartctl: identity, SMART enabled, health PASSED, our attributes, no logs claimed", async () => {
+    // smartctl's exit status is a bit mask of what failed: every command it sends must succeed.
+    const out = await sh(`
+      smartctl -i -H -A -c /dev/sda; echo "rc=$?"
+      smartctl -s off /dev/sda >/dev/null; echo "after off: $(smartctl -i /dev/sda | grep 'SMART support is: [ED]')"
+      smartctl -s on /dev/sda | grep -i 'SMART Enabled'
+      echo "after on: $(smartctl -i /dev/sda | grep 'SMART support is: [ED]')"`);
+    console.log(out);
+    expect(out).toMatch(/Device Model:\s+VSTOR IDE TEST DISK/);
+    expect(out).toMatch(/Serial Number:\s+VBIDE-TEST-0001/);
+    expect(out).toMatch(/User Capacity:\s+67,108,864 bytes/);
+    expect(out).toMatch(/SMART support is:\s+Enabled/);
+    expect(out).toMatch(/SMART overall-health self-assessment test result: PASSED/);
+    expect(out).toMatch(/^\s*5 Reallocated_Sector_Ct\s+0x0033\s+100\s+100\s+036\s.*\s0$/m);
+    expect(out).toMatch(/^\s*9 Power_On_Hours\s+0x0032\s+100\s+100\s+000\s/m);
+    expect(out).toMatch(/^\s*12 Power_Cycle_Count\s+0x0032\s+100\s+100\s+000\s.*\s1$/m);
+    expect(out).toMatch(/^194 Temperature_Celsius\s+0x0022\s+070\s+070\s+000\s.*\s30$/m);
+    // We offer no off-line collection, self-tests or SMART error log, and say so.
+    expect(out).toMatch(/capabilities:\s+\(0x00\)\s+Offline data collection not supported/);
+    expect(out).toMatch(/Error logging capability:\s+\(0x00\)\s+Error logging NOT supported/);
+    expect(out).toMatch(/rc=0\b/);
+    expect(out).toMatch(/after off: SMART support is: Disabled/);
+    expect(out).toMatch(/after on: SMART support is: Enabled/);
+  });
+
   it("reads what the host wrote (direct I/O through the bus master)", async () => {
     const out = await sh(`
       ${TEXT.map((t) => `dd if=/dev/sda bs=512 skip=${t.offset / 512} count=1 iflag=direct 2>/dev/null | head -c ${t.text.length}; echo`).join("\n")}

@@ -50,9 +50,10 @@ const TOOLS = [
       'sbin/resize2fs', 'sbin/debugfs', 'etc/mke2fs.conf'],
   },
   { pkg: 'dosfstools', files: ['sbin/mkfs.fat', 'sbin/mkfs.vfat', 'sbin/mkdosfs', 'sbin/fsck.fat', 'sbin/fsck.vfat'] },
-  // Left out on purpose: smartctl (smartmontools) needs libstdc++ and libm, ~4.3 MB
-  // in the uncompressed initramfs (~1 s of boot); lsblk pulls libmount/libselinux/
-  // libpcre2/libudev (~1.7 MB). Add them here if a test needs them.
+  // smartctl checks our SMART commands as a real user would; it brings libstdc++ and
+  // libselinux (~3.5 MB of the uncompressed initramfs).
+  { pkg: 'smartmontools', files: ['usr/sbin/smartctl'] },
+  // Left out on purpose: lsblk pulls libmount/libselinux/libpcre2/libudev (~1.7 MB).
 ];
 const BUSYBOX_PKG = 'busybox-static';
 const BIOS_PKG = 'seabios';
