@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export DEBIAN_FRONTEND := noninteractive
 
 # Debian packages the project needs on the host (peers for interop tests, image tooling).
-HOST_PACKAGES := qemu-utils seabios gcc-multilib binutils genisoimage syslinux syslinux-common mtools dosfstools
+HOST_PACKAGES := qemu-utils seabios gcc-multilib binutils genisoimage syslinux syslinux-common isolinux mtools dosfstools
 STAMP := build/.stamps
 VSTOR := node dist/vstor.mjs
 VM ?= vstor-default

@@ -7,20 +7,23 @@
 //   build/guest/vgabios.bin  SeaBIOS vgabios-stdvga.bin
 //   build/guest/boot.img     a bootable raw disk: MBR (syslinux mbr.bin), one FAT16
 //                            partition with syslinux, the kernel and the initramfs
+//   build/guest/boot.iso     a bootable El Torito CD with isolinux, the kernel and the initramfs
+//                            (both boot media: images/boot-media.mjs)
 //   build/guest/manifest.json
 // Usage: node images/build.mjs [--force] [--refresh]
 //   --force    rebuild even if the output is up to date
 //   --refresh  apt-get update the i386 package lists first (pick up new versions)
 // Env: VSTOR_CACHE (default ~/.cache/vstor) holds apt lists and .debs.
 // Only Node built-ins; host programs used: apt-get, apt-cache, dpkg-deb, dpkg-query, gcc,
-// and for boot.img syslinux, mkfs.vfat and mcopy/mdir (no loop mounts, no root needed for them).
+// and for the boot media syslinux, mkfs.vfat, mcopy/mdir, genisoimage and isoinfo (no loop mounts).
 
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { aptInstallHost, ENV, fail, have, log, run, runOrFail, sha256 } from './build-util.mjs';
+import { bootMediaUpToDate, ensureBootTools, setBootCmdline, writeBootMedia } from './boot-media.mjs';
 import { buildCpio } from './cpio.mjs';
 import { isElf, readDynamicInfo, readModinfo, stripModuleSignature } from './elf.mjs';
 
@@ -73,62 +76,7 @@ const MODULES = [
 // The kernel command line the host is expected to use (recorded in the manifest).
 const RECOMMENDED_CMDLINE =
   'console=ttyS0 tsc=reliable mitigations=off random.trust_cpu=on cryptomgr.notests noisapnp';
-
-// boot.img: what syslinux passes to the kernel. A disk boot carries no appended initramfs, so
-// the guest always runs its agent (scripts go through the console).
-const BOOT_CMDLINE = `${RECOMMENDED_CMDLINE} VSTOR_MODE=agent`;
-// Host packages for boot.img (Debian's own architecture is fine: only the installer runs on
-// the host; mbr.bin and ldlinux.sys/.c32 are the arch-independent BIOS binaries).
-const BOOT_HOST_PACKAGES = ['syslinux', 'syslinux-common', 'mtools', 'dosfstools'];
-const SYSLINUX_MBR = '/usr/lib/syslinux/mbr/mbr.bin';
-// Bump when boot.img changes in a way its inputs (kernel, initramfs, config, tools) would not show.
-const BOOT_FORMAT = 1;
-// The FAT partition starts at 1 MiB (sector 2048), like fdisk's default.
-const BOOT_PART_START = 2048;
-
-const ENV = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' };
-const T0 = Date.now();
-function log(msg) {
-  console.log(`[images ${((Date.now() - T0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-}
-function fail(msg) {
-  console.error(`images/build.mjs: error: ${msg}`);
-  process.exit(1);
-}
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { env: ENV, encoding: 'utf8', maxBuffer: 256 << 20, ...opts });
-  if (r.error) return { status: 127, stdout: '', stderr: String(r.error.message) };
-  return r;
-}
-function runOrFail(cmd, args, opts = {}) {
-  const r = run(cmd, args, opts);
-  if (r.status !== 0) fail(`${cmd} ${args.join(' ')} failed (${r.status}):\n${(r.stderr || '') + (r.stdout || '')}`);
-  return r.stdout;
-}
-function have(cmd) {
-  return run('sh', ['-c', `command -v ${cmd}`]).status === 0;
-}
-
-function sha256(data) {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-// ---------------------------------------------------------------------------
-// Host packages (only installed when a step actually needs them)
-
-let hostAptUpdated = false;
-function aptInstallHost(pkgs) {
-  if (process.getuid && process.getuid() !== 0) fail(`missing host packages (${pkgs.join(' ')}); install them as root`);
-  log(`installing host packages: ${pkgs.join(' ')}`);
-  let r = run('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs]);
-  if (r.status !== 0 && !hostAptUpdated) {
-    hostAptUpdated = true;
-    run('apt-get', ['update']); // exit code not trusted: one stale index must not stop us
-    r = run('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs]);
-  }
-  if (r.status !== 0) fail(`apt-get install ${pkgs.join(' ')} failed:\n${r.stderr}`);
-}
+setBootCmdline(RECOMMENDED_CMDLINE);
 
 function ensureAptTools() {
   for (const t of ['apt-get', 'apt-cache', 'dpkg-deb']) {
@@ -661,171 +609,6 @@ function compileVstorIo(name = 'vstor-io') {
 }
 
 // ---------------------------------------------------------------------------
-// boot.img: a bootable raw disk, built without loop mounts
-//
-//   sector 0           syslinux mbr.bin (440 bytes), disk ID, one active partition entry
-//   sector 2048..end   FAT16 (mkfs.vfat --offset), syslinux installed with --offset (through
-//                      mtools), /vmlinuz, /initrd.img and /syslinux.cfg copied in with mcopy
-//
-// SeaBIOS loads the MBR from the first hard disk, mbr.bin chains to the partition's boot
-// sector, syslinux loads the kernel and the initramfs through INT 13h.
-
-function syslinuxCfg() {
-  return [
-    '# vstor boot disk (images/build.mjs)',
-    'SERIAL 0 115200',
-    'DEFAULT vstor',
-    'PROMPT 0',
-    'TIMEOUT 0',
-    'LABEL vstor',
-    '  KERNEL /vmlinuz',
-    '  INITRD /initrd.img',
-    `  APPEND ${BOOT_CMDLINE}`,
-    '',
-  ].join('\n');
-}
-
-// Versions of the installed host packages; a missing one maps to null.
-function hostPackageVersions(names) {
-  const r = run('dpkg-query', ['-W', '-f', '${Package} ${db:Status-Status} ${Version}\\n', ...names]);
-  const out = Object.fromEntries(names.map((n) => [n, null]));
-  for (const line of (r.stdout || '').split('\n')) {
-    const [name, status, version] = line.split(' ');
-    if (name in out && status === 'installed') out[name] = version;
-  }
-  return out;
-}
-
-function ensureBootTools() {
-  let versions = hostPackageVersions(BOOT_HOST_PACKAGES);
-  const ok = () => Object.values(versions).every(Boolean) && ['syslinux', 'mkfs.vfat', 'mcopy', 'mdir'].every(have) &&
-    fs.existsSync(SYSLINUX_MBR);
-  if (!ok()) {
-    aptInstallHost(BOOT_HOST_PACKAGES);
-    versions = hostPackageVersions(BOOT_HOST_PACKAGES);
-    if (!ok()) fail(`boot.img needs ${BOOT_HOST_PACKAGES.join(' ')} (syslinux, mkfs.vfat, mcopy, ${SYSLINUX_MBR})`);
-  }
-  return versions;
-}
-
-// Everything boot.img is made from; it is rebuilt when this changes.
-function bootDiskKey(vmlinuzSha, initrdSha, toolVersions) {
-  return sha256(JSON.stringify({ BOOT_FORMAT, BOOT_PART_START, vmlinuzSha, initrdSha, cfg: syslinuxCfg(), toolVersions }))
-    .slice(0, 32);
-}
-
-// Room for the kernel, the initramfs, syslinux (~200 KB) and FAT overhead, with a margin for a
-// growing initramfs; at least 32 MiB, in steps of 8 MiB.
-function bootDiskBytes(payload) {
-  const MiB = 1 << 20;
-  const need = BOOT_PART_START * 512 + payload * 1.1 + 4 * MiB;
-  return Math.max(32 * MiB, Math.ceil(need / (8 * MiB)) * 8 * MiB);
-}
-
-// CHS address of an LBA for the partition table (255 heads, 63 sectors; beyond 1023 cylinders
-// the conventional 1023/254/63). Only CHS-era software reads it; mbr.bin and Linux use the LBA.
-function chs(lba) {
-  const S = 63, H = 255;
-  let c = Math.floor(lba / (S * H)), h = Math.floor(lba / S) % H, s = (lba % S) + 1;
-  if (c > 1023) [c, h, s] = [1023, 254, 63];
-  return [h, ((c >> 2) & 0xc0) | s, c & 0xff];
-}
-
-function buildBootDisk(vmlinuz, initrd, work) {
-  const dir = path.join(work, 'bootdisk');
-  fs.mkdirSync(dir, { recursive: true });
-  const img = path.join(dir, 'boot.img');
-  const size = bootDiskBytes(vmlinuz.length + initrd.length);
-  const sectors = size / 512;
-  const partSectors = sectors - BOOT_PART_START;
-  const offsetBytes = BOOT_PART_START * 512;
-
-  // Sector 0: disk ID and one active partition, type 0Eh (FAT16, LBA); boot code comes later.
-  const mbr = Buffer.alloc(512);
-  mbr.writeUInt32LE(0x5653544f, 440); // "OTSV": a fixed disk ID keeps the image reproducible
-  const e = 446;
-  mbr[e] = 0x80;
-  Buffer.from(chs(BOOT_PART_START)).copy(mbr, e + 1);
-  mbr[e + 4] = 0x0e;
-  Buffer.from(chs(sectors - 1)).copy(mbr, e + 5);
-  mbr.writeUInt32LE(BOOT_PART_START, e + 8);
-  mbr.writeUInt32LE(partSectors, e + 12);
-  mbr[510] = 0x55;
-  mbr[511] = 0xaa;
-  const fd = fs.openSync(img, 'w');
-  try {
-    fs.writeSync(fd, mbr, 0, 512, 0);
-    fs.ftruncateSync(fd, size);
-  } finally {
-    fs.closeSync(fd);
-  }
-
-  // mtools (used by mcopy and by syslinux itself) would otherwise complain that the FAT's
-  // geometry does not match the "drive"; the config file is not consulted.
-  const toolEnv = { ...ENV, MTOOLS_SKIP_CHECK: '1', MTOOLSRC: '/dev/null' };
-  runOrFail('mkfs.vfat', ['-F', '16', '--offset', String(BOOT_PART_START), '-h', String(BOOT_PART_START),
-    '-n', 'VSTORBOOT', '-i', '5653544f', img, String(partSectors / 2)], { env: toolEnv });
-  runOrFail('syslinux', ['--install', '--offset', String(offsetBytes), img], { env: toolEnv });
-
-  const cfg = syslinuxCfg();
-  fs.writeFileSync(path.join(dir, 'vmlinuz'), vmlinuz);
-  fs.writeFileSync(path.join(dir, 'initrd.img'), initrd);
-  fs.writeFileSync(path.join(dir, 'syslinux.cfg'), cfg);
-  const fat = `${img}@@${offsetBytes}`;
-  runOrFail('mcopy', ['-i', fat, ...['vmlinuz', 'initrd.img', 'syslinux.cfg'].map((f) => path.join(dir, f)), '::/'],
-    { env: toolEnv });
-
-  // The boot code: the first 440 bytes of sector 0, keeping the disk ID and partition table.
-  const mbrCode = fs.readFileSync(SYSLINUX_MBR);
-  if (mbrCode.length > 440) fail(`${SYSLINUX_MBR} is ${mbrCode.length} bytes, more than the 440 of MBR boot code`);
-  const data = fs.readFileSync(img);
-  mbrCode.copy(data, 0);
-
-  // Check what went in: every file on the FAT with its size, and syslinux's boot sector.
-  const listing = runOrFail('mdir', ['-a', '-b', '-i', fat, '::/'], { env: toolEnv });
-  const files = listing.split('\n').map((l) => l.trim().replace(/^::\//, '')).filter(Boolean).sort();
-  for (const f of ['vmlinuz', 'initrd.img', 'syslinux.cfg', 'ldlinux.sys', 'ldlinux.c32']) {
-    if (!files.includes(f)) fail(`boot.img: ${f} missing on the FAT (found: ${files.join(' ')})`);
-  }
-  const vbr = data.subarray(offsetBytes, offsetBytes + 512);
-  if (vbr.readUInt16LE(510) !== 0xaa55 || vbr.toString('latin1', 3, 11) !== 'SYSLINUX') {
-    fail('boot.img: the partition has no SYSLINUX boot sector');
-  }
-  return {
-    data,
-    info: {
-      partition: { startSector: BOOT_PART_START, sectors: partSectors, type: '0x0e', filesystem: 'FAT16', label: 'VSTORBOOT' },
-      filesOnPartition: files,
-      cmdline: BOOT_CMDLINE,
-    },
-  };
-}
-
-// Build boot.img from the kernel and initramfs and describe it for the manifest.
-function writeBootDisk(vmlinuz, initrd, work, toolVersions) {
-  const key = bootDiskKey(sha256(vmlinuz), sha256(initrd), toolVersions);
-  const { data, info } = buildBootDisk(vmlinuz, initrd, work);
-  writeAtomic('boot.img', data);
-  log(`boot.img: ${data.length >> 20} MiB, FAT16 at sector ${BOOT_PART_START}: ${info.filesOnPartition.join(' ')}`);
-  return {
-    size: data.length,
-    sha256: sha256(data),
-    key,
-    ...info,
-    hostPackages: toolVersions,
-  };
-}
-
-// The manifest's boot.img entry when boot.img is current for this manifest and these tools.
-function bootDiskUpToDate(manifest, toolVersions) {
-  const b = manifest.files?.['boot.img'];
-  const k = manifest.files?.vmlinuz?.sha256;
-  const i = manifest.files?.['initrd.img']?.sha256;
-  if (!b || !k || !i || !fs.existsSync(path.join(OUT, 'boot.img'))) return false;
-  return b.key === bootDiskKey(k, i, toolVersions) && fs.statSync(path.join(OUT, 'boot.img')).size === b.size;
-}
-
-// ---------------------------------------------------------------------------
 
 function writeAtomic(name, data) {
   const tmp = path.join(OUT, `.${name}.tmp`);
@@ -835,9 +618,9 @@ function writeAtomic(name, data) {
 
 let WORK = null;
 
-// The guest files are current but boot.img is missing or stale (new tools, new config): rebuild
-// only boot.img from the vmlinuz and initrd.img in build/guest and update the manifest.
-function updateBootDisk(manifest, bootTools) {
+// The guest files are current but the boot media are missing or stale (new tools, new config):
+// rebuild only them from the vmlinuz and initrd.img in build/guest and update the manifest.
+function updateBootMedia(manifest, bootTools) {
   const vmlinuz = fs.readFileSync(path.join(OUT, 'vmlinuz'));
   const initrd = fs.readFileSync(path.join(OUT, 'initrd.img'));
   if (sha256(vmlinuz) !== manifest.files.vmlinuz.sha256 || sha256(initrd) !== manifest.files['initrd.img'].sha256) {
@@ -845,7 +628,7 @@ function updateBootDisk(manifest, bootTools) {
   }
   WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'vstor-guest-'));
   try {
-    manifest.files['boot.img'] = writeBootDisk(vmlinuz, initrd, WORK, bootTools);
+    Object.assign(manifest.files, writeBootMedia(vmlinuz, initrd, WORK, bootTools, writeAtomic));
     writeAtomic('manifest.json', JSON.stringify(manifest, null, 2) + '\n');
   } finally {
     fs.rmSync(WORK, { recursive: true, force: true });
@@ -876,8 +659,8 @@ function main() {
   const bootTools = ensureBootTools();
   if (!force && upToDate(key)) {
     const manifest = JSON.parse(fs.readFileSync(path.join(OUT, 'manifest.json'), 'utf8'));
-    if (!bootDiskUpToDate(manifest, bootTools)) {
-      updateBootDisk(manifest, bootTools);
+    if (!bootMediaUpToDate(manifest, OUT, bootTools)) {
+      updateBootMedia(manifest, bootTools);
       return;
     }
     console.log(`images: build/guest is up to date (${pkgs.get(kernelPkg).name} ${pkgs.get(kernelPkg).version}, key ${key})`);
@@ -939,7 +722,7 @@ function main() {
         'initrd.img': { ...describe(img.cpio), entries: img.entryCount, moduleBytes: img.moduleBytes },
         'bios.bin': { ...describe(bios), from: `${BIOS_PKG} bios-256k.bin` },
         ...(vga ? { 'vgabios.bin': { ...describe(vga), from: `${BIOS_PKG} vgabios-stdvga.bin` } } : {}),
-        'boot.img': writeBootDisk(vmlinuz, img.cpio, WORK, bootTools),
+        ...writeBootMedia(vmlinuz, img.cpio, WORK, bootTools, writeAtomic),
       },
       modules: mods.order,
       moduleDeps: Object.fromEntries(mods.order.map((m) => [m, mods.deps.get(m)])),
@@ -952,7 +735,7 @@ function main() {
     };
     writeAtomic('manifest.json', JSON.stringify(manifest, null, 2) + '\n');
     log(`wrote ${path.relative(REPO, OUT)}/: vmlinuz ${vmlinuz.length}, initrd.img ${img.cpio.length}, ` +
-      `bios.bin ${bios.length}${vga ? `, vgabios.bin ${vga.length}` : ''}, boot.img ${manifest.files['boot.img'].size} bytes`);
+      `bios.bin ${bios.length}${vga ? `, vgabios.bin ${vga.length}` : ''}, boot.img ${manifest.files['boot.img'].size}, boot.iso ${manifest.files['boot.iso'].size} bytes`);
   } finally {
     fs.rmSync(WORK, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { BASE_CMDLINE, BOOT_ORDER_DISK_FIRST, v86Options } from "./emulator.js";
+import { BASE_CMDLINE, BOOT_ORDER_CD_FIRST, BOOT_ORDER_DISK_FIRST, v86Options } from "./emulator.js";
 import type { GuestImages } from "./guest-images.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vstor-emu-opts-"));
@@ -40,6 +40,14 @@ describe("v86Options", () => {
     expect(BOOT_ORDER_DISK_FIRST & 0xf).toBe(2); // first nibble: hard disk
     expect(o.memory_size).toBe(96 << 20);
     expect((o.bios as { buffer: ArrayBuffer }).buffer.byteLength).toBe(2048);
+  });
+
+  it("CD boot: as a disk boot, with the CD-ROM first in the CMOS boot order", () => {
+    const o = v86Options({ images, bootFrom: "cd" });
+    expect(o.bzimage).toBeUndefined();
+    expect(o.cdrom).toBeUndefined();
+    expect(o.boot_order).toBe(BOOT_ORDER_CD_FIRST);
+    expect(BOOT_ORDER_CD_FIRST & 0xf).toBe(3); // first nibble: CD-ROM
   });
 
   it("refuses a script with a disk boot (there is no initramfs to carry it)", () => {

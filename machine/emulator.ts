@@ -21,6 +21,8 @@ export const BASE_CMDLINE = "console=ttyS0 tsc=reliable mitigations=off random.t
  * drive costs no failed attempt: 0x312 (hard disk, floppy, CD), what v86 picks for an hda.
  */
 export const BOOT_ORDER_DISK_FIRST = 0x312;
+/** CD-ROM first (then floppy, then hard disk): 0x213, v86's order for a cdrom option. */
+export const BOOT_ORDER_CD_FIRST = 0x213;
 
 export interface EmulatorOptions {
   memoryMiB?: number;
@@ -32,8 +34,9 @@ export interface EmulatorOptions {
    * build/guest/boot.img), and the disk's own boot loader decides the kernel command line, so
    * `guestEnv` is not used and `script` is refused (there is no initramfs to append it to; use
    * the agent instead).
+   * "cd": as "disk", but SeaBIOS tries the CD/DVD drive first (El Torito, e.g. build/guest/boot.iso).
    */
-  bootFrom?: "kernel" | "disk";
+  bootFrom?: "kernel" | "disk" | "cd";
   /** KEY=VAL pairs for the guest's /init (VSTOR_MODE=agent, VSTOR_MODULES=..., ...); kernel boots only. */
   guestEnv?: Record<string, string>;
   /** A script the guest runs once it is ready (delivered as an extra initramfs archive); kernel boots only. */
@@ -92,14 +95,14 @@ export function v86Options(opts: EmulatorOptions = {}): Record<string, unknown> 
     net_device: { type: "none" },
   };
   const bootFrom = opts.bootFrom ?? "kernel";
-  if (bootFrom === "disk") {
+  if (bootFrom === "disk" || bootFrom === "cd") {
     if (opts.script !== undefined) {
       throw new Error("a script needs a kernel boot (it travels as an extra initramfs archive); a disk-booted guest runs scripts through its agent");
     }
     // No hda/cdrom/fda either: our controllers provide the disks, SeaBIOS finds them by PCI class.
-    return { ...common, boot_order: BOOT_ORDER_DISK_FIRST };
+    return { ...common, boot_order: bootFrom === "cd" ? BOOT_ORDER_CD_FIRST : BOOT_ORDER_DISK_FIRST };
   }
-  if (bootFrom !== "kernel") throw new Error(`bootFrom must be "kernel" or "disk", not ${String(bootFrom)}`);
+  if (bootFrom !== "kernel") throw new Error(`bootFrom must be "kernel", "disk" or "cd", not ${String(bootFrom)}`);
   let initrd = readFileSync(images.initrd) as Uint8Array;
   if (opts.script !== undefined) {
     // Linux unpacks concatenated newc archives in order: the second one adds /vstor/script.

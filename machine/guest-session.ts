@@ -11,7 +11,7 @@ import { GuestConsole, type GuestRunResult } from "./guest-console.js";
 export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte" | "onReboot"> {
   /**
    * "agent": scripts over the console (tests); "shell": an interactive shell. Kernel boots only:
-   * with `bootFrom: "disk"` the disk's boot loader chooses (build/guest/boot.img: agent).
+   * with `bootFrom: "disk"` or `"cd"` the boot loader chooses (build/guest/boot.img, boot.iso: agent).
    */
   mode?: "agent" | "shell";
   bootTimeoutMs?: number;
