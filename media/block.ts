@@ -68,6 +68,14 @@ export interface BlockBackend {
   /** The ranges this medium stores (for copy, compare, compact, map); zero-state where known. */
   allocatedExtents(): Promise<Extent[]>;
   close(): Promise<void>;
+  /**
+   * Optional synchronous fast path for front ends that may complete in the CPU loop (IDE): true
+   * when `buf` was filled, false when it cannot be done synchronously now (use read()). Throws
+   * a MediumError where read() would reject. Never blocks on more than a page-cached file access.
+   */
+  readSync?(offset: number, buf: Uint8Array): boolean;
+  /** As readSync, for writes: true when written (as write() would have), false to use write(). */
+  writeSync?(offset: number, buf: Uint8Array): boolean;
 }
 
 /** Reject requests that are misaligned or outside the medium, with a typed error. */

@@ -58,9 +58,10 @@ export class AtaDevice {
   /** Capacity in 512-byte sectors (0 without a medium or for ATAPI). */
   readonly capacity: number;
   readonly ncqLog = new NcqLog();
+  private scratchBuf = new Uint8Array(0);
   /** NCQ commands accepted and not yet finished. */
   queuedInFlight = 0;
-  /** Counts resets; queued commands started before the latest reset are void. */
+  /** Counts resets (and abortQueued calls); queued commands started before the latest one are void. */
   resets = 0;
   transport: AtaTransport;
 
@@ -193,6 +194,17 @@ export class AtaDevice {
     return executeQueued(this, command, transport);
   }
 
+  /**
+   * AHCI: the host threw its queue away (PxCMD.ST cleared, or the port aborted the other queued
+   * commands after an NCQ error). Every queued command in flight is void from here on: it moves no
+   * more data and resolves as aborted. Unlike reset(), the drive's settings, a non-queued command
+   * and the NCQ error log (which the host reads next) are kept.
+   */
+  abortQueued(): void {
+    this.resets++; // executeQueued compares against this; see its `alive`
+    this.queuedInFlight = 0;
+  }
+
   /** SMART attribute 9: hours since power-on of the disk's life (config.powerOnHours + clock). */
   powerOnHours(): number {
     if (!this.clock) return this.hoursBase;
@@ -292,6 +304,40 @@ export class AtaDevice {
     if (!this.live(cmd)) return undefined;
     this.tf.status = STATUS.BSY;
     return out;
+  }
+
+  /** The transport can complete DMA inside the CPU loop (see AtaDmaTransport.dmaTransferNow). */
+  get canDmaNow(): boolean {
+    return this.transport.dmaTransferNow !== undefined;
+  }
+
+  /**
+   * Callback form of dma(): `next(out)` runs synchronously when the transport moves the data
+   * (possibly inside this call), never after a reset cancelled the command.
+   */
+  dmaNow(cmd: Cmd, direction: DataDirection, buf: Uint8Array, next: (out: DmaOutcome) => void): void {
+    if (!this.live(cmd)) return;
+    this.tf.status = this.readyStatus() | STATUS.DRQ;
+    const moved = (out: DmaOutcome): void => {
+      if (!this.live(cmd)) return;
+      this.tf.status = STATUS.BSY;
+      this.run(cmd, () => next(out));
+    };
+    try {
+      this.transport.dmaTransferNow!(direction, buf, moved);
+    } catch (e) {
+      this.trace(`dmaTransferNow threw: ${String(e)}`);
+      moved({ bytes: 0, fault: true });
+    }
+  }
+
+  /**
+   * A buffer for one synchronous DMA chunk, reused from command to command (a fresh one per
+   * request costs page faults). Only for data that does not outlive the synchronous step.
+   */
+  scratch(bytes: number): Uint8Array {
+    if (this.scratchBuf.length < bytes) this.scratchBuf = new Uint8Array(bytes);
+    return this.scratchBuf.subarray(0, bytes);
   }
 
   /** Signature registers (also left by EXECUTE DEVICE DIAGNOSTIC and DEVICE RESET). */

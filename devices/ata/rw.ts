@@ -9,6 +9,7 @@
  */
 import type { Handler } from "./command-table.js";
 import type { AtaDevice, Cmd } from "./device.js";
+import { dmaNow } from "./dma-now.js";
 import { LBA28_LIMIT } from "./identify.js";
 import { attempt, describe, failedSector, mediumErrorBits, readSectors, SECTOR, writeSectors, type Settled } from "./medium-io.js";
 import {
@@ -248,9 +249,15 @@ export async function dmaReadWrite(dev: AtaDevice, io: DmaIo, lba: number, count
   return { ok: true };
 }
 
-async function dmaCommand(dev: AtaDevice, cmd: Cmd, req: Request, write: boolean): Promise<void> {
+function dmaCommand(dev: AtaDevice, cmd: Cmd, req: Request, write: boolean): void {
+  const flushAfter = write && !dev.settings.writeCache;
+  const rest = (lba: number, count: number): void => dev.run(cmd, () => dmaAsync(dev, cmd, { ...req, lba, count }, write, flushAfter));
+  if (!dmaNow(dev, cmd, req, write, flushAfter, rest)) rest(req.lba, req.count);
+}
+
+async function dmaAsync(dev: AtaDevice, cmd: Cmd, req: Request, write: boolean, flushAfter: boolean): Promise<void> {
   const io: DmaIo = { alive: () => dev.live(cmd), transfer: (d, b) => dev.dma(cmd, d, b) };
-  const r = await dmaReadWrite(dev, io, req.lba, req.count, write, write && !dev.settings.writeCache);
+  const r = await dmaReadWrite(dev, io, req.lba, req.count, write, flushAfter);
   if (r === "cancelled") return;
   if (r.ok) dev.finishOk(cmd);
   else dev.finishError(cmd, r.error, { lba: r.lba, addressing: req.addressing, dmaFault: r.dmaFault });

@@ -33,11 +33,21 @@ export class MemoryDisk implements BlockBackend {
   flushes = 0;
   private held: (() => void)[] = [];
 
-  constructor(sectors: number, opts: { readOnly?: boolean; discardZeroes?: boolean; sectorSize?: number } = {}) {
+  /** Synchronous requests served (readSync/writeSync that returned true). */
+  syncOps = 0;
+  readSync?: (offset: number, buf: Uint8Array) => boolean;
+  writeSync?: (offset: number, buf: Uint8Array) => boolean;
+
+  /** `sync`: offer readSync/writeSync (declined while `hold` is set, as a busy queue would). */
+  constructor(sectors: number, opts: { readOnly?: boolean; discardZeroes?: boolean; sectorSize?: number; sync?: boolean } = {}) {
     this.sectorSize = opts.sectorSize ?? 512;
     this.data = new Uint8Array(sectors * this.sectorSize);
     this.readOnly = opts.readOnly ?? false;
     this.discardZeroes = opts.discardZeroes ?? false;
+    if (opts.sync) {
+      this.readSync = (offset, buf) => this.syncOp("read", offset, buf.length, () => buf.set(this.data.subarray(offset, offset + buf.length)));
+      this.writeSync = (offset, buf) => this.syncOp("write", offset, buf.length, () => this.store(offset, buf));
+    }
   }
 
   get size(): number {
@@ -78,11 +88,13 @@ export class MemoryDisk implements BlockBackend {
   }
 
   write(offset: number, buf: Uint8Array): Promise<void> {
-    return this.op("write", offset, buf.length, () => {
-      if (this.readOnly) throw new MediumError("read-only", "read-only medium", { offset });
-      this.data.set(buf, offset);
-      this.writes.push({ offset, length: buf.length });
-    });
+    return this.op("write", offset, buf.length, () => this.store(offset, buf));
+  }
+
+  private store(offset: number, buf: Uint8Array): void {
+    if (this.readOnly) throw new MediumError("read-only", "read-only medium", { offset });
+    this.data.set(buf, offset);
+    this.writes.push({ offset, length: buf.length });
   }
 
   flush(): Promise<void> {
@@ -106,16 +118,29 @@ export class MemoryDisk implements BlockBackend {
     return Promise.resolve();
   }
 
+  private syncOp(op: "read" | "write", offset: number, length: number, body: () => void): boolean {
+    if (this.hold) return false;
+    this.calls.push({ op, offset, length });
+    this.execute(op, offset, length, body);
+    this.syncOps++;
+    return true;
+  }
+
+  /** Checks, injected errors, bookkeeping and the body; throws what a request would reject with. */
+  private execute(op: InjectedError["op"], offset: number, length: number, body: () => void): void {
+    if (op !== "flush") checkRequest(this, offset, length);
+    const hit = this.errors.find((e) => e.op === op && (e.lba === undefined || (e.lba * 512 >= offset && e.lba * 512 < offset + Math.max(length, 1))));
+    if (hit) throw new MediumError(hit.kind, `injected ${op} error`, { offset: hit.lba !== undefined ? hit.lba * 512 : offset });
+    if (op === "read") this.reads.push({ offset, length });
+    body();
+  }
+
   private op(op: InjectedError["op"], offset: number, length: number, body: () => void): Promise<void> {
     this.calls.push({ op, offset, length });
     return new Promise<void>((resolve, reject) => {
       const go = (): void => {
         try {
-          if (op !== "flush") checkRequest(this, offset, length);
-          const hit = this.errors.find((e) => e.op === op && (e.lba === undefined || (e.lba * 512 >= offset && e.lba * 512 < offset + Math.max(length, 1))));
-          if (hit) throw new MediumError(hit.kind, `injected ${op} error`, { offset: hit.lba !== undefined ? hit.lba * 512 : offset });
-          if (op === "read") this.reads.push({ offset, length });
-          body();
+          this.execute(op, offset, length, body);
           resolve();
         } catch (e) {
           reject(e);

@@ -57,6 +57,13 @@ export interface AtaDmaTransport {
    * May wait (IDE: until the guest starts the bus master). Must not reject.
    */
   dmaTransfer(direction: DataDirection, buf: Uint8Array): Promise<DmaOutcome>;
+  /**
+   * Optional callback form, for front ends allowed to complete commands inside the CPU loop (IDE):
+   * `done` runs synchronously within this call when the data can move at once, else within the
+   * guest's register write that lets it move (bus master start), or with nothing moved on reset.
+   * Offering it lets the core finish a command without waiting for an event-loop turn.
+   */
+  dmaTransferNow?(direction: DataDirection, buf: Uint8Array, done: (out: DmaOutcome) => void): void;
 }
 
 /** Completion of a non-queued command. The task file holds the same status and error. */

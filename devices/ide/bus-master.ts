@@ -74,7 +74,7 @@ interface Run {
 interface Waiting {
   direction: DataDirection;
   buf: Uint8Array;
-  resolve: (o: DmaOutcome) => void;
+  done: (o: DmaOutcome) => void;
 }
 
 export interface BusMasterState {
@@ -164,7 +164,9 @@ export class BusMaster {
     if (started && !wasStarted) {
       this.status |= BM_STATUS.ACTIVE;
       this.openRun();
-      if (this.waiting) this.env.defer(() => this.pump());
+      // A waiting transfer moves now, inside the guest's port write (what a synchronous command
+      // completion needs; port handlers may touch memory and interrupts).
+      if (this.waiting) this.pump();
     } else if (!started && wasStarted) {
       // Stopping the engine: a transfer in progress would be cut short; ours are atomic, so
       // whatever the device still wants waits for the next start.
@@ -179,20 +181,24 @@ export class BusMaster {
 
   // ---- the device side ---------------------------------------------------------------------------
 
-  /**
-   * Move `buf` for the current command (AtaTransport.dmaTransfer). Resolves at once when the engine
-   * is started, else when the guest starts it.
-   */
+  /** Move `buf` for the current command (AtaTransport.dmaTransfer); see transferNow. */
   transfer(direction: DataDirection, buf: Uint8Array): Promise<DmaOutcome> {
+    return new Promise((resolve) => this.transferNow(direction, buf, resolve));
+  }
+
+  /**
+   * Move `buf` for the current command (AtaTransport.dmaTransferNow): `done` runs inside this call
+   * when the engine is started, else inside the guest's write that starts it, or with nothing
+   * moved on a reset.
+   */
+  transferNow(direction: DataDirection, buf: Uint8Array, done: (o: DmaOutcome) => void): void {
     if (this.waiting) {
       // The core never has two transfers outstanding; a second one means a reset was missed.
       this.env.trace("DMA transfer requested while another is waiting; the old one is dropped");
       this.cancel();
     }
-    if (this.ready()) return Promise.resolve(this.move(direction, buf));
-    return new Promise((resolve) => {
-      this.waiting = { direction, buf, resolve };
-    });
+    if (this.ready()) done(this.move(direction, buf));
+    else this.waiting = { direction, buf, done };
   }
 
   /** The command that used this run completed: the run ends (see the file comment). */
@@ -206,7 +212,7 @@ export class BusMaster {
     const w = this.waiting;
     this.waiting = undefined;
     this.run = undefined;
-    w?.resolve({ bytes: 0 });
+    w?.done({ bytes: 0 });
   }
 
   /** A transfer is waiting for the guest to start the engine. */
@@ -222,7 +228,7 @@ export class BusMaster {
     const w = this.waiting;
     if (!w || !this.ready()) return;
     this.waiting = undefined;
-    w.resolve(this.move(w.direction, w.buf));
+    w.done(this.move(w.direction, w.buf));
   }
 
   private move(direction: DataDirection, buf: Uint8Array): DmaOutcome {

@@ -96,6 +96,10 @@ class Drive {
         this.usedDma = true;
         return channel.bm.transfer(direction, buf);
       },
+      dmaTransferNow: (direction: DataDirection, buf: Uint8Array, done: (o: DmaOutcome) => void): void => {
+        this.usedDma = true;
+        channel.bm.transferNow(direction, buf, done);
+      },
       commandComplete: (c: AtaCompletion) => channel.completed(this, c),
     };
     this.device = new AtaDevice(config, transport);

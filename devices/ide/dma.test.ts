@@ -3,7 +3,7 @@ import { TestHost } from "../../host-adapter/testbench/index.js";
 import { firstDifference, MemoryDisk } from "../ata/test-support.js";
 import { BM_STATUS, MAX_PRD_ENTRIES } from "./bus-master.js";
 import { CMD, IdeTestDriver, STATUS_BSY, STATUS_DRQ, STATUS_ERR } from "./test-driver.js";
-import { BM_BASE, rig } from "./test-setup.js";
+import { BM_BASE, rig as baseRig, type RigOptions } from "./test-setup.js";
 
 const READY = 0x50;
 const PRD = 0x8000; // PRD tables live here
@@ -11,7 +11,13 @@ const BUF = 0x100000; // data buffers from 1 MiB up
 
 const bytesAt = (host: TestHost, addr: number, len: number) => host.ram.slice(addr, addr + len);
 
-describe("IDE bus master DMA", () => {
+// Every case runs on both medium paths: asynchronous, and synchronous (a page-cached file's fast
+// path, where the command completes inside the guest's bus master start).
+describe.each([
+  { path: "asynchronous medium", sync: false },
+  { path: "synchronous medium", sync: true },
+])("IDE bus master DMA, $path", ({ sync }) => {
+  const rig = (host: TestHost, o: RigOptions = {}) => baseRig(host, { ...o, syncDisk: sync });
   it("READ DMA into one PRD region: data, interrupt, BM interrupt set and active clear", async () => {
     const { host, p, disk } = rig(new TestHost());
     p.writePrd(PRD, [{ addr: BUF, len: 8 * 512, eot: true }]);
@@ -288,5 +294,88 @@ describe("IDE bus master DMA", () => {
     expect(s.status()).toBe(READY);
     expect(host.ram[BUF]).toBe(0x05);
     expect(new TextDecoder().decode(host.ram.subarray(BUF + 16, BUF + 22))).toBe("CD-ROM");
+  });
+});
+
+describe("IDE DMA on the synchronous medium path", () => {
+  const syncRig = () => baseRig(new TestHost(), { syncDisk: true });
+
+  it("READ DMA completes inside the guest's bus master start: data, status and interrupt with no event-loop turn", () => {
+    const { host, p, disk } = syncRig();
+    p.writePrd(PRD, [{ addr: BUF, len: 8 * 512, eot: true }]);
+    p.bmPrd(PRD);
+    p.bmCommand(0x08);
+    p.command(CMD.READ_DMA, IdeTestDriver.lba28(0, 40, 8));
+    expect(p.altStatus() & STATUS_DRQ).toBe(STATUS_DRQ); // data fetched, waiting for the engine
+    p.bmCommand(0x09);
+    expect(p.irqUp).toBe(true);
+    expect(p.bmStatus() & 7).toBe(BM_STATUS.INTERRUPT);
+    expect(p.status()).toBe(READY);
+    expect(firstDifference(bytesAt(host, BUF, 4096), disk.sector(40, 8))).toBe(-1);
+    expect(disk.syncOps).toBe(1);
+  });
+
+  it("WRITE DMA puts the data on the medium inside the start write", () => {
+    const { host, p, disk } = syncRig();
+    const data = new Uint8Array(2048).map((_, i) => (i * 13) & 0xff);
+    host.ram.set(data, BUF);
+    p.writePrd(PRD, [{ addr: BUF, len: 2048, eot: true }]);
+    p.bmPrd(PRD);
+    p.bmCommand(0x00);
+    p.command(CMD.WRITE_DMA, IdeTestDriver.lba28(0, 300, 4));
+    p.bmCommand(0x01);
+    expect(p.irqUp).toBe(true);
+    expect(p.status()).toBe(READY);
+    expect(firstDifference(disk.sector(300, 4), data)).toBe(-1);
+    expect(disk.syncOps).toBe(1);
+  });
+
+  it("a request larger than one core chunk moves chunk by chunk, all inside the start write", () => {
+    const host = new TestHost({ memorySize: 32 << 20 });
+    const { p, disk } = baseRig(host, { syncDisk: true });
+    const sectors = 5000; // 3 chunks of at most 2048 sectors
+    const entries = Array.from({ length: 40 }, (_, i) => ({ addr: BUF + i * 0x10000, len: 0x10000, eot: i === 39 }));
+    p.writePrd(PRD, entries);
+    p.bmPrd(PRD);
+    p.bmCommand(0x08);
+    p.command(CMD.READ_DMA_EXT, IdeTestDriver.lba48(0, 100, sectors));
+    p.bmCommand(0x09);
+    expect(p.irqUp).toBe(true);
+    expect(p.status()).toBe(READY);
+    expect(firstDifference(bytesAt(host, BUF, sectors * 512), disk.sector(100, sectors))).toBe(-1);
+    expect(disk.syncOps).toBe(3);
+  });
+
+  it("when the medium declines (busy), the command goes on asynchronously with the same result", async () => {
+    const { host, p, disk } = syncRig();
+    disk.hold = true;
+    p.writePrd(PRD, [{ addr: BUF, len: 1024, eot: true }]);
+    p.bmPrd(PRD);
+    p.bmCommand(0x08);
+    p.command(CMD.READ_DMA, IdeTestDriver.lba28(0, 7, 2));
+    p.bmCommand(0x09);
+    await host.settle();
+    expect(p.irqUp).toBe(false);
+    expect(disk.heldCount).toBe(1);
+    disk.hold = false;
+    disk.release();
+    expect(await p.waitIrq()).toBe(true);
+    expect(p.status()).toBe(READY);
+    expect(firstDifference(bytesAt(host, BUF, 1024), disk.sector(7, 2))).toBe(-1);
+    expect(disk.syncOps).toBe(0);
+  });
+
+  it("a medium error on the synchronous path is UNC with the failing sector in the address registers", () => {
+    const { host, p, disk } = syncRig();
+    disk.errors.push({ op: "read", lba: 21, kind: "io" });
+    p.writePrd(PRD, [{ addr: BUF, len: 4096, eot: true }]);
+    p.bmPrd(PRD);
+    p.bmCommand(0x08);
+    p.command(CMD.READ_DMA, IdeTestDriver.lba28(0, 20, 8));
+    expect(p.irqUp).toBe(true); // failed at once, before the engine was started
+    expect(p.status() & STATUS_ERR).toBe(STATUS_ERR);
+    expect(p.error()).toBe(0x40);
+    expect(host.in8(0x1f3)).toBe(21);
+    expect(bytesAt(host, BUF, 512).every((b) => b === 0)).toBe(true);
   });
 });

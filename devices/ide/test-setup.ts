@@ -29,11 +29,13 @@ export interface RigOptions {
   secondary?: IdeChannelDrives;
   /** Leave BAR4 unassigned and bus mastering off. */
   noPciSetup?: boolean;
+  /** The RAM disk offers synchronous access (the IDE fast path for page-cached files). */
+  syncDisk?: boolean;
 }
 
 /** Primary master: a patterned RAM disk; secondary master: an empty CD drive (VirtualBox's default). */
 export function rig<H extends Host & IdeTestMachine>(host: H, o: RigOptions = {}): IdeRig<H> {
-  const disk = new MemoryDisk(o.sectors ?? 8192).fillPattern();
+  const disk = new MemoryDisk(o.sectors ?? 8192, { sync: o.syncDisk ?? false }).fillPattern();
   const ide = new IdeController(host, {
     chipset: o.chipset ?? "piix4",
     primary: o.primary ?? { master: { kind: "ata", medium: disk, serial: "VB1234-5678", model: "VSTOR TEST DISK" } },

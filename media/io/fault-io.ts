@@ -115,6 +115,17 @@ export class MemoryFileIo implements FileIo {
     this.file.write(pos, buf);
   }
 
+  readSync(pos: number, buf: Uint8Array): number {
+    this.#check(pos);
+    return this.file.read(pos, buf);
+  }
+
+  writeSync(pos: number, buf: Uint8Array): boolean {
+    this.#check(pos, true);
+    this.file.write(pos, buf);
+    return true;
+  }
+
   async flush(): Promise<void> {
     this.#check(0);
     this.file.flushes++;

@@ -19,6 +19,14 @@ export interface FileIo {
   /** Give the range's space back to the host where it can (punch a hole); contents become zero. */
   punchHole?(pos: number, length: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Synchronous read, for a front end allowed to complete in the CPU loop (IDE): the count, or
+   * undefined when it cannot be done synchronously now (the caller uses read()). Throws what
+   * read() would reject with. Offered only where it is cheap (page-cached files).
+   */
+  readSync?(pos: number, buf: Uint8Array): number | undefined;
+  /** Synchronous write: true when done, false when it cannot be done now. */
+  writeSync?(pos: number, buf: Uint8Array): boolean;
 }
 
 export interface OpenOptions {

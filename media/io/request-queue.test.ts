@@ -348,3 +348,55 @@ describe("request queue", () => {
     }
   });
 });
+
+describe("request queue: synchronous requests", () => {
+  /** A held file whose synchronous path reaches the memory file directly (never held). */
+  function syncSetup() {
+    const file = new MemoryFile();
+    const mem = new MemoryFileIo(file, "m");
+    const held = new HeldFileIo(mem);
+    held.hold(["read", "write", "flush", "truncate"]);
+    const inner = Object.assign(held, { readSync: mem.readSync.bind(mem), writeSync: mem.writeSync.bind(mem) });
+    return { file, held, q: queued(inner) };
+  }
+
+  it("runs at once when nothing conflicting is in flight, and counts as submitted and completed", () => {
+    const { file, q } = syncSetup();
+    expect(q.writeSync(0, fill(512, 7))).toBe(true);
+    const buf = new Uint8Array(512);
+    expect(q.readSync(0, buf)).toBe(512);
+    expect(same(buf, fill(512, 7))).toBe(true);
+    expect(file.read(0, new Uint8Array(1))).toBe(1);
+    expect(q.stats).toMatchObject({ submitted: 2, completed: 2, synchronous: 2, inFlight: 0 });
+  });
+
+  it("declines a read overlapping a write in flight, and a write overlapping a read or write in flight", async () => {
+    const { held, q } = syncSetup();
+    const w = track(q.write(1024, fill(512, 1)));
+    const r = track(q.read(4096, new Uint8Array(512)));
+    await settle();
+    expect(q.readSync(1024, new Uint8Array(512))).toBeUndefined(); // under the write
+    expect(q.writeSync(1024, fill(512, 2))).toBe(false); // over the write
+    expect(q.writeSync(4096, fill(512, 2))).toBe(false); // over the read
+    expect(q.readSync(4096, new Uint8Array(512))).toBe(0); // reads do not conflict with reads (past the end: 0 bytes)
+    expect(q.writeSync(8192, fill(512, 3))).toBe(true); // elsewhere: free
+    held.releaseAll();
+    await Promise.all([w.p, r.p]);
+    expect(q.writeSync(1024, fill(512, 4))).toBe(true);
+  });
+
+  it("declines everything while a truncate is in flight and after close, and without a synchronous inner file", async () => {
+    const { held, q } = syncSetup();
+    const t = track(q.truncate(65536));
+    await settle();
+    expect(q.readSync(0, new Uint8Array(512))).toBeUndefined();
+    expect(q.writeSync(60000 - 60000 % 512, fill(512, 1))).toBe(false);
+    held.releaseAll();
+    await t.p;
+    void q.close();
+    expect(q.readSync(0, new Uint8Array(512))).toBeUndefined();
+    const plain = queued(new HeldFileIo(new MemoryFileIo(new MemoryFile(), "p")));
+    expect(plain.readSync(0, new Uint8Array(512))).toBeUndefined();
+    expect(plain.writeSync(0, fill(512, 1))).toBe(false);
+  });
+});

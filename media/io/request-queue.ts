@@ -56,9 +56,15 @@ export interface QueueStats {
   slotWaits: number;
   /** Reads answered from a pending write's buffer. */
   servedFromWrites: number;
+  /** Requests done synchronously (readSync / writeSync), included in submitted and completed. */
+  synchronous: number;
 }
 
 export interface QueuedFileIo extends FileIo {
+  /** undefined when a conflicting request is in flight or the inner file has no synchronous path. */
+  readSync(pos: number, buf: Uint8Array): number | undefined;
+  /** false when a conflicting request is in flight or the inner file has no synchronous path. */
+  writeSync(pos: number, buf: Uint8Array): boolean;
   readonly inner: FileIo;
   readonly maxInFlight: number;
   readonly stats: QueueStats;
@@ -87,8 +93,10 @@ interface Op {
 const mutates = (k: OpKind) => k === "write" || k === "punch" || k === "truncate";
 const accesses = (k: OpKind) => k === "read" || k === "size";
 
+type Request = Pick<Op, "kind" | "start" | "end">;
+
 /** Must `later` wait for `earlier`? */
-function conflicts(earlier: Op, later: Op): boolean {
+function conflicts(earlier: Request, later: Request): boolean {
   switch (later.kind) {
     case "read":
     case "size":
@@ -104,12 +112,12 @@ function conflicts(earlier: Op, later: Op): boolean {
   }
 }
 
-const overlaps = (a: Op, b: Op) => a.start < b.end && b.start < a.end;
+const overlaps = (a: Request, b: Request) => a.start < b.end && b.start < a.end;
 
 class RequestQueue implements QueuedFileIo {
   readonly inner: FileIo;
   readonly maxInFlight: number;
-  readonly stats: QueueStats = { submitted: 0, completed: 0, inFlight: 0, maxInFlight: 0, waits: 0, slotWaits: 0, servedFromWrites: 0 };
+  readonly stats: QueueStats = { submitted: 0, completed: 0, inFlight: 0, maxInFlight: 0, waits: 0, slotWaits: 0, servedFromWrites: 0, synchronous: 0 };
   readonly punchHole?: (pos: number, length: number) => Promise<void>;
 
   /** Submitted and not finished, in submission order. */
@@ -155,6 +163,34 @@ class RequestQueue implements QueuedFileIo {
       break;
     }
     return this.#submit("read", pos, end, () => this.inner.read(pos, buf)) as Promise<number>;
+  }
+
+  /**
+   * A synchronous request may run only when it would not have had to wait: nothing conflicting is
+   * active. Then running it at once is the order the asynchronous path would have produced.
+   */
+  readSync(pos: number, buf: Uint8Array): number | undefined {
+    if (this.#closing || !this.inner.readSync) return undefined;
+    const op: Request = { kind: "read", start: pos, end: pos + buf.length };
+    if (this.#active.some((e) => conflicts(e, op))) return undefined;
+    const n = this.inner.readSync(pos, buf);
+    if (n !== undefined) this.#countSync();
+    return n;
+  }
+
+  writeSync(pos: number, buf: Uint8Array): boolean {
+    if (this.#closing || !this.inner.writeSync) return false;
+    const op: Request = { kind: "write", start: pos, end: pos + buf.length };
+    if (this.#active.some((e) => conflicts(e, op))) return false;
+    const done = this.inner.writeSync(pos, buf);
+    if (done) this.#countSync();
+    return done;
+  }
+
+  #countSync(): void {
+    this.stats.submitted++;
+    this.stats.completed++;
+    this.stats.synchronous++;
   }
 
   write(pos: number, buf: Uint8Array): Promise<void> {

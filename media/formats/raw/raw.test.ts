@@ -96,6 +96,30 @@ describe("raw images", () => {
     expect(fs.statSync(file).size).toBe(1024);
   });
 
+  it("offers a synchronous path that agrees with the asynchronous one, with the same checks", async () => {
+    const file = tmpFile();
+    fs.writeFileSync(file, Buffer.alloc(1000, 0x11));
+    const b = await openRaw(new NodeFileOpener(), file);
+    const buf = new Uint8Array(1024).fill(0xff);
+    expect(b.readSync(0, buf)).toBe(true);
+    expect(buf.subarray(0, 1000).every((x) => x === 0x11) && buf.subarray(1000).every((x) => x === 0)).toBe(true);
+    expect(b.writeSync(512, pattern(2, 512))).toBe(true);
+    const back = new Uint8Array(512);
+    await b.read(512, back);
+    expect(back).toEqual(pattern(2, 512));
+    expect(() => b.readSync(1, new Uint8Array(512))).toThrow(MediumError);
+    expect(() => b.readSync(1024, new Uint8Array(512))).toThrow(expect.objectContaining({ kind: "out-of-bounds" }));
+    // A write in flight over the range: declined (the caller goes the asynchronous way).
+    const pending = b.write(0, pattern(3, 512));
+    expect(b.readSync(0, new Uint8Array(512))).toBe(false);
+    await pending;
+    expect(b.queue.stats.synchronous).toBe(2);
+    await b.close();
+    const ro = await openRaw(new NodeFileOpener(), file, { readOnly: true });
+    expect(() => ro.writeSync(0, new Uint8Array(512))).toThrow(expect.objectContaining({ kind: "read-only" }));
+    await ro.close();
+  });
+
   it("discards by punching holes where the file can, else keeps the data (discardZeroes says which)", async () => {
     const mem = new MemoryFileOpener();
     const m = await createRaw(mem, "a.raw", 1 << 20);

@@ -112,6 +112,19 @@ export class RawBackend implements BlockBackend {
     await this.queue.write(offset, buf);
   }
 
+  readSync(offset: number, buf: Uint8Array): boolean {
+    this.#check(offset, buf.length, false);
+    const n = this.queue.readSync(offset, buf);
+    if (n === undefined) return false;
+    if (n < buf.length) buf.fill(0, n);
+    return true;
+  }
+
+  writeSync(offset: number, buf: Uint8Array): boolean {
+    this.#check(offset, buf.length, true);
+    return this.queue.writeSync(offset, buf);
+  }
+
   async flush(): Promise<void> {
     this.#check(0, 0, false);
     if (!this.readOnly) await this.queue.flush();

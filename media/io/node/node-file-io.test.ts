@@ -73,6 +73,25 @@ describe("NodeFileIo", () => {
     await expect(f.flush()).rejects.toMatchObject({ kind: "closed" });
   });
 
+  it("has a synchronous path that sees what the asynchronous one wrote (and the other way round)", async () => {
+    const p = tmp();
+    const f = await opener.open(p, { create: true });
+    await f.write(0, fill(4096, 3));
+    const b = new Uint8Array(8192);
+    expect(f.readSync!(0, b)).toBe(4096); // short at the end of the file
+    expect(b.subarray(0, 4096).every((x) => x === 3)).toBe(true);
+    expect(f.writeSync!(6144, fill(2048, 9))).toBe(true);
+    const c = new Uint8Array(2048);
+    expect(await f.read(6144, c)).toBe(2048);
+    expect(c.every((x) => x === 9)).toBe(true);
+    expect(() => f.readSync!(-1, b)).toThrow(expect.objectContaining({ kind: "out-of-bounds" }));
+    await f.close();
+    expect(f.readSync!(0, b)).toBeUndefined();
+    const ro = await opener.open(p, { readOnly: true });
+    expect(() => ro.writeSync!(0, fill(512, 1))).toThrow(expect.objectContaining({ kind: "read-only" }));
+    await ro.close();
+  });
+
   it("reads and writes past 4 GiB", async () => {
     const f = await opener.open(tmp(), { create: true });
     const pos = 2 ** 32 + 2 ** 31 + 512;
@@ -182,6 +201,9 @@ describe("NodeFileIo with the host cache off (O_DIRECT)", () => {
     const f = await new NodeFileOpener().open(p, { create: true, direct: true });
     expect(f.direct).toBe(true);
     expect(f.directAlignment).toBe(512);
+    // No synchronous path: it would wait for the disk inside the emulator's CPU loop.
+    expect(f.readSync!(0, new Uint8Array(512))).toBeUndefined();
+    expect(f.writeSync!(0, fill(512, 1))).toBe(false);
     await f.write(0, fill(4 << 20, 0x42));
     expect(cachedBytes(p)).toBe(0);
     const b = new Uint8Array(4 << 20);

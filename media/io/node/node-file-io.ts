@@ -133,6 +133,35 @@ export class NodeFileIo implements FileIo {
     return this.#op("write", pos, true, async () => void (this.#dfd >= 0 ? await this.#direct(true, pos, buf) : await writeFully(this.#fd, buf, 0, buf.length, pos)));
   }
 
+  /** Page-cache descriptor only: with O_DIRECT a synchronous access would wait for the disk. */
+  readSync(pos: number, buf: Uint8Array): number | undefined {
+    if (this.#dfd >= 0 || this.#closed) return undefined;
+    this.#checkPos("read", pos, false);
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        const n = fs.readSync(this.#fd, buf, done, buf.length - done, pos + done);
+        if (n === 0) break;
+        done += n;
+      }
+      return done;
+    } catch (e) {
+      throw mediumErrorFromNode(e, this.path, "read", pos);
+    }
+  }
+
+  writeSync(pos: number, buf: Uint8Array): boolean {
+    if (this.#dfd >= 0 || this.#closed) return false;
+    this.#checkPos("write", pos, true);
+    try {
+      let done = 0;
+      while (done < buf.length) done += fs.writeSync(this.#fd, buf, done, buf.length - done, pos + done);
+      return true;
+    } catch (e) {
+      throw mediumErrorFromNode(e, this.path, "write", pos);
+    }
+  }
+
   flush(): Promise<void> {
     return this.#op("flush", undefined, false, () => new Promise<void>((resolve, reject) => fs.fdatasync(this.#fd, (err) => (err ? reject(err) : resolve()))));
   }
@@ -164,10 +193,14 @@ export class NodeFileIo implements FileIo {
     }
   }
 
-  async #op<T>(what: string, pos: number | undefined, writing: boolean, run: () => Promise<T>): Promise<T> {
+  #checkPos(what: string, pos: number | undefined, writing: boolean): void {
     if (this.#closed) throw new MediumError("closed", `${what} after close`, { path: this.path });
     if (writing && this.readOnly) throw new MediumError("read-only", `${what} on a file opened read-only`, { path: this.path, offset: pos });
     if (pos !== undefined && (!Number.isSafeInteger(pos) || pos < 0)) throw new MediumError("out-of-bounds", `invalid file position ${pos}`, { path: this.path });
+  }
+
+  async #op<T>(what: string, pos: number | undefined, writing: boolean, run: () => Promise<T>): Promise<T> {
+    this.#checkPos(what, pos, writing);
     this.#inFlight++;
     try {
       return await run();
