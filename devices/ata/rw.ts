@@ -103,6 +103,19 @@ function pioRead(dev: AtaDevice, cmd: Cmd, req: Request, blockSectors: number): 
       dev.finishOk(cmd, { interrupt: false }); // the last block's DRQ interrupt was the last one
       return;
     }
+    if (!chunk && !ahead && medium.readSync) {
+      // Synchronous medium (IDE on a page-cached file): the chunk is ready before this returns,
+      // so a BIOS polling for DRQ never waits for an event-loop turn.
+      const count = Math.min(PIO_CHUNK, req.lba + req.count - lba);
+      const data = new Uint8Array(count * SECTOR);
+      try {
+        if (medium.readSync(lba * SECTOR, data)) chunk = { lba, data, used: 0 };
+      } catch (e) {
+        dev.trace(`${cmd.spec.name}: read error at LBA ${lba}: ${describe(e)}`);
+        dev.finishError(cmd, mediumErrorBits(e, "read"), { lba: failedSector(e, lba, count), addressing: req.addressing });
+        return;
+      }
+    }
     if (!chunk) {
       const next = ahead ?? fetch(lba)!;
       ahead = undefined;

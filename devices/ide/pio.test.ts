@@ -3,11 +3,16 @@ import { TestHost } from "../../host-adapter/testbench/index.js";
 import { firstDifference, MemoryDisk } from "../ata/test-support.js";
 import { NoMediumAtapi } from "./no-medium.js";
 import { CMD, identifyString, IdeTestDriver, STATUS_BSY, STATUS_DRDY, STATUS_DRQ, STATUS_ERR } from "./test-driver.js";
-import { rig } from "./test-setup.js";
+import { rig as baseRig, type RigOptions } from "./test-setup.js";
 
 const READY = 0x50; // DRDY | DSC
 
-describe("IDE PIO", () => {
+// On both medium paths: asynchronous, and synchronous (data ready before the command write returns).
+describe.each([
+  { path: "asynchronous medium", sync: false },
+  { path: "synchronous medium", sync: true },
+])("IDE PIO, $path", ({ sync }) => {
+  const rig = (host: TestHost, o: RigOptions = {}) => baseRig(host, { ...o, syncDisk: sync });
   it.each([2, 4] as const)("IDENTIFY DEVICE with %i-byte data accesses: model, serial, interrupt", async (width) => {
     const { host, p } = rig(new TestHost());
     p.select(0);
