@@ -2,24 +2,31 @@
  * vstor: VBoxManage-style command line for vstor's machines and media.
  */
 import { UsageError } from "./args.js";
-import { checkmedium, closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
+import { checkmedium, clonemedium, closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
 import { startvm } from "./startvm.js";
 import { storageattach, storagectl } from "./storage-verbs.js";
-import { controlvm, createvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
+import { controlvm, createvm, modifyvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
 
 const USAGE = `Usage: vstor <command> [options]
 
 Machines:
   createvm --name NAME --register [--memory MB]
+  modifyvm NAME|UUID [--boot1 kernel|disk|dvd] [--memory MB]
+      kernel (default): v86 loads the bundled guest kernel; disk/dvd: SeaBIOS boots the
+      first bootable hard disk / CD (e.g. build/guest/boot.img or boot.iso)
   list vms [--json]
   showvminfo NAME|UUID [--json]
   unregistervm NAME|UUID [--delete]
   startvm NAME|UUID [--type headless] [--script FILE] [--timeout SECONDS]
   controlvm NAME|UUID poweroff|reset
   storagectl NAME --name CTL --add ide [--controller PIIX3|PIIX4|ICH6] [--hostiocache on|off] [--bootable on|off]
+  storagectl NAME --name CTL --add sata [--controller IntelAhci] [--portcount 1-30] [--hostiocache on|off] [--bootable on|off]
   storagectl NAME --name CTL --remove
-  storageattach NAME --storagectl CTL --port 0|1 --device 0|1 --type hdd|dvddrive
+  storageattach NAME --storagectl CTL --port N --device N --type hdd|dvddrive
                 --medium FILE|UUID|emptydrive|none [--nonrotational on|off] [--discard on|off]
+                [--hotpluggable on|off] [--tempeject on|off] [--forceunmount]
+      IDE: ports 0-1, devices 0-1; SATA: ports 0..portcount-1, device 0. While the machine
+      runs: change or eject a DVD disc, or hot-plug/unplug a disk on a SATA port
 
 Media:
   createmedium disk --filename FILE --size MB [--format VDI|RAW] [--variant Standard|Fixed] [--json]
@@ -31,8 +38,12 @@ Media:
   checkmedium [disk] FILE|UUID [--json]
       read-only check; exit 0: no errors (leaked space and a modified parent are
       warnings; qemu-img check would exit 3 for leaks), 2: corrupt or broken chain
+  clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|RAW] [--variant Standard|Fixed] [--existing] [--json]
+      copy what the guest sees (a differencing chain flattened) into a new image with a
+      new UUID (default: the source's format), or with --existing into an existing
+      medium at least as large, keeping its UUID; alias clonehd
 
-Long resize/compact work shows progress on stderr (VSTOR_PROGRESS=0 hides it, =1 shows it at once).
+Long resize/compact/clone work shows progress on stderr (VSTOR_PROGRESS=0 hides it, =1 shows it at once).
 
 Machines and the media registry live under $VSTOR_HOME (default ~/.config/vstor).
 `;
@@ -45,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
   switch (verb) {
     case "createvm":
       return createvm(rest, out);
+    case "modifyvm":
+      return modifyvm(rest, out);
     case "list": {
       const [what, ...more] = rest;
       if (what === "vms") return listVms(more, out);
@@ -76,6 +89,9 @@ async function main(argv: string[]): Promise<number> {
       return modifymedium(rest, out);
     case "checkmedium":
       return checkmedium(rest, out);
+    case "clonemedium":
+    case "clonehd":
+      return clonemedium(rest, out);
     case undefined:
     case "help":
     case "--help":

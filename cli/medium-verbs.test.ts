@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openVdi } from "../media/formats/vdi/vdi-image.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { MediumManager } from "../media/medium-manager.js";
+import { MediaRegistry } from "../media/registry.js";
 
 const MiB = 1 << 20;
 const work = mkdtempSync(join(tmpdir(), "vstor-media-cli-"));
@@ -315,5 +317,129 @@ describe("vstor medium verbs", () => {
     const r = vstor(["checkmedium", file("disk.raw"), "--repair", "yes"]);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain("unknown option --repair");
+  });
+});
+
+describe("vstor clonemedium", () => {
+  const MARKS = ["write -P 0x5a 1M 3M", "write -P 0xa5 20M 512K", "write -P 0x3c 63M 4K"];
+
+  /** A 64 MB dynamic VDI with data in 5 of its 64 blocks, made by qemu-io. */
+  function source(name: string): Info {
+    const info = vstorJson<Info>("createmedium", "disk", "--filename", file(name), "--size", "64");
+    for (const m of MARKS) expect(qemu("qemu-io", "-f", "vdi", "-c", m, file(name)).status).toBe(0);
+    return info;
+  }
+
+  function expectSame(a: string, b: string, fa = "vdi", fb = "vdi"): void {
+    const r = qemu("qemu-img", "compare", "-f", fa, "-F", fb, a, b);
+    expect(r.out).toContain("Images are identical");
+    expect(r.status).toBe(0);
+  }
+
+  itq("VDI to VDI: a new registered image, new UUID, same content, as sparse as the source", () => {
+    const src = source("clone-src.vdi");
+    const r = vstor(["clonemedium", "disk", file("clone-src.vdi"), file("clone-dst.vdi")], { VSTOR_PROGRESS: "1" });
+    expect(r.status, r.stderr).toBe(0);
+    const m = r.stdout.match(/^Clone medium created in format 'VDI'\. UUID: ([0-9a-f-]{36})\n$/);
+    expect(m).not.toBeNull();
+    const uuid = m![1]!;
+    expect(uuid).not.toBe(src.uuid);
+    expect(r.stderr).toContain("Cloning: MBytes copied 100% (5/5)");
+    expectSame(file("clone-src.vdi"), file("clone-dst.vdi"));
+    expectQemuCheckPasses(file("clone-dst.vdi"));
+    expect(statSync(file("clone-dst.vdi")).size).toBe(2 * MiB + 5 * MiB); // header and map, 5 blocks
+    const info = vstorJson<Info>("showmediuminfo", uuid);
+    expect(info).toMatchObject({ location: file("clone-dst.vdi"), format: "VDI", variant: "Standard", size: 64 * MiB, children: [] });
+    expect(info.parentUuid).toBeUndefined();
+    // --json prints what showmediuminfo --json prints; clonehd is the old name.
+    const j = vstorJson<Info>("clonehd", src.uuid, file("clone-json.vdi"));
+    expect(j).toEqual(vstorJson<Info>("showmediuminfo", file("clone-json.vdi")));
+  });
+
+  itq("VDI to RAW is byte for byte what qemu-img convert makes; a sparse file", () => {
+    source("clone-raw-src.vdi");
+    const j = vstorJson<Info>("clonemedium", file("clone-raw-src.vdi"), file("clone.raw"), "--format", "RAW");
+    expect(j).toMatchObject({ format: "RAW", size: 64 * MiB, location: file("clone.raw") });
+    expect(qemu("qemu-img", "convert", "-f", "vdi", "-O", "raw", file("clone-raw-src.vdi"), file("qemu.raw")).status).toBe(0);
+    expect(Buffer.compare(readFileSync(file("clone.raw")), readFileSync(file("qemu.raw")))).toBe(0);
+    expect(statSync(file("clone.raw")).blocks * 512).toBeLessThan(16 * MiB);
+  });
+
+  itq("RAW to VDI, Fixed and Standard; an unregistered raw source is registered", () => {
+    const raw = file("clone-src.raw");
+    writeFileSync(raw, Buffer.alloc(32 * MiB));
+    expect(qemu("qemu-io", "-f", "raw", "-c", "write -P 0x77 5M 2M", "-c", "write -P 0x78 30M 64K", raw).status).toBe(0);
+    const fixed = vstorJson<Info>("clonemedium", raw, file("from-raw-fixed.vdi"), "--format", "VDI", "--variant", "Fixed");
+    expect(fixed).toMatchObject({ format: "VDI", variant: "Fixed", size: 32 * MiB });
+    const dyn = vstorJson<Info>("clonemedium", raw, file("from-raw.vdi"), "--format", "VDI", "--variant", "Standard");
+    expect(dyn).toMatchObject({ format: "VDI", variant: "Standard", size: 32 * MiB, fileSize: 2 * MiB + 3 * MiB });
+    for (const p of [file("from-raw-fixed.vdi"), file("from-raw.vdi")]) {
+      expectSame(raw, p, "raw", "vdi");
+      expectQemuCheckPasses(p);
+    }
+    expect(vstorJson<Info[]>("list", "hdds").find((m) => m.location === raw)?.format).toBe("RAW");
+    // Without --format a clone keeps the source's format (as VBoxManage does).
+    expect(vstorJson<Info>("clonemedium", raw, file("raw-again.img")).format).toBe("RAW");
+  });
+
+  itq("a differencing chain is cloned flattened: a base image with what the guest sees", async () => {
+    const base = source("clone-base.vdi");
+    const kid = vstorJson<Info>("createmedium", "disk", "--filename", file("clone-kid.vdi"), "--diffparent", base.uuid);
+    const mm = new MediumManager(new MediaRegistry(home));
+    const chain = await mm.open(kid.uuid);
+    await chain.write(2 * MiB, new Uint8Array(MiB).fill(0x42)); // over the parent's data
+    await chain.write(40 * MiB + 512, new Uint8Array(4096).fill(0x43)); // where the parent has none
+    await chain.write(20 * MiB, new Uint8Array(MiB)); // zeros hiding the parent's block
+    const seen = new Uint8Array(chain.size);
+    await chain.read(0, seen);
+    await chain.close();
+
+    const flat = vstorJson<Info>("clonemedium", kid.uuid, file("clone-flat.vdi"));
+    expect(flat).toMatchObject({ format: "VDI", variant: "Standard", size: 64 * MiB });
+    expect(flat.parentUuid).toBeUndefined();
+    expectQemuCheckPasses(file("clone-flat.vdi")); // qemu cannot open differencing VDIs: the clone is a base
+    expect(qemu("qemu-img", "convert", "-f", "vdi", "-O", "raw", file("clone-flat.vdi"), file("flat.raw")).status).toBe(0);
+    expect(Buffer.compare(readFileSync(file("flat.raw")), Buffer.from(seen))).toBe(0);
+    // blocks 1-3 (parent, one of them the child's), 40 (child), 63 (parent); 20 is zeros now
+    expect(statSync(file("clone-flat.vdi")).size).toBe(2 * MiB + 5 * MiB);
+  });
+
+  itq("--existing writes into an existing medium, keeping its UUID; refused when smaller", () => {
+    const src = source("clone-ex-src.vdi");
+    const target = vstorJson<Info>("createmedium", "disk", "--filename", file("clone-ex.vdi"), "--size", "64");
+    expect(qemu("qemu-io", "-f", "vdi", "-c", "write -P 0x11 0 64M", file("clone-ex.vdi")).status).toBe(0);
+    const j = vstorJson<Info>("clonemedium", src.uuid, file("clone-ex.vdi"), "--existing");
+    expect(j.uuid).toBe(target.uuid);
+    expectSame(file("clone-ex-src.vdi"), file("clone-ex.vdi"));
+    expectQemuCheckPasses(file("clone-ex.vdi"));
+
+    vstorJson("createmedium", "disk", "--filename", file("clone-small.vdi"), "--size", "32");
+    const before = readFileSync(file("clone-small.vdi"));
+    const r = vstor(["clonemedium", src.uuid, file("clone-small.vdi"), "--existing"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("smaller than the source");
+    expect(Buffer.compare(readFileSync(file("clone-small.vdi")), before)).toBe(0);
+    const u = vstor(["clonemedium", src.uuid, file("clone-ex.vdi"), "--existing", "--format", "RAW"]);
+    expect(u.status).toBe(2);
+    expect(u.stderr).toContain("cannot be used with --existing");
+  });
+
+  it("refuses an existing target and an unknown source, leaving files and registry alone", () => {
+    const raw = file("clone-refuse.raw");
+    writeFileSync(raw, Buffer.alloc(MiB, 1));
+    writeFileSync(file("in-the-way.img"), "keep me");
+    const registry = () => vstorJson<Info[]>("list", "hdds").map((m) => m.uuid).sort();
+    const before = registry();
+    let r = vstor(["clonemedium", raw, file("in-the-way.img")]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("already exists");
+    expect(readFileSync(file("in-the-way.img"), "utf8")).toBe("keep me");
+    r = vstor(["clonemedium", "01234567-89ab-cdef-0123-456789abcdef", file("never.vdi")]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("no medium '01234567-89ab-cdef-0123-456789abcdef' is registered");
+    expect(existsSync(file("never.vdi"))).toBe(false);
+    expect(registry()).toEqual(before);
+    expect(vstor(["clonemedium", raw]).status).toBe(2);
+    expect(vstor(["clonemedium", "dvd", raw, file("x.iso")]).status).toBe(2);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Medium verbs, VBoxManage-style: createmedium, showmediuminfo, closemedium, list hdds,
- * modifymedium (--resize, --compact), checkmedium.
+ * modifymedium (--resize, --compact), checkmedium, clonemedium.
  */
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError, type ParsedArgs } from "./args.js";
 import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
@@ -148,6 +148,39 @@ export async function modifymedium(argv: string[], out: Out): Promise<number> {
       }) + "\n",
     );
   }
+  return 0;
+}
+
+/**
+ * clonemedium [disk] SOURCE TARGET: a new image (new UUID, the source's format unless --format)
+ * holding what the guest sees on SOURCE, or with --existing, written into an existing medium.
+ */
+export async function clonemedium(argv: string[], out: Out): Promise<number> {
+  const usage = "clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|RAW] [--variant Standard|Fixed] [--existing] [--json]";
+  const args = parseArgs(argv, ["existing", "json"]);
+  allowOnly(args, ["format", "variant", "existing", "json"]);
+  const pos = args.positional;
+  const [kind, source, target] = pos.length === 3 ? pos : ["disk", ...pos];
+  if (kind === "dvd" || kind === "floppy") throw new UsageError(`clonemedium ${kind}: only disks are supported`);
+  if (!source || !target || pos.length > 3 || (kind !== "disk" && kind !== "hdd")) throw new UsageError(usage);
+  const format = formatOpt(optString(args, "format"));
+  const variant = optString(args, "variant");
+  if (variant !== undefined && variant !== "Standard" && variant !== "Fixed") throw new UsageError(`--variant ${variant}: Standard or Fixed`);
+  const existing = args.options.has("existing");
+  if (existing && (format || variant)) throw new UsageError("--format and --variant cannot be used with --existing");
+  const bar = progress("Cloning");
+  let info: MediumInfo;
+  try {
+    info = await new MediumManager().clone(source, target, {
+      format,
+      variant,
+      existing,
+      onProgress: (done, total) => bar.update(Math.ceil(done / MiB), Math.ceil(total / MiB), "MBytes copied"),
+    });
+  } finally {
+    bar.finish();
+  }
+  out(args.options.has("json") ? JSON.stringify(info) + "\n" : `Clone medium created in format '${info.format}'. UUID: ${info.uuid}\n`);
   return 0;
 }
 

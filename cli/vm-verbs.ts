@@ -1,9 +1,9 @@
 /**
- * Machine verbs: createvm, list vms, showvminfo, unregistervm, controlvm.
+ * Machine verbs: createvm, modifyvm, list vms, showvminfo, unregistervm, controlvm.
  */
-import { allowOnly, optNumber, parseArgs, requireOpt, UsageError } from "./args.js";
+import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError } from "./args.js";
 import { runningSession, sendControl } from "../machine/control-channel.js";
-import { VmError, VmStore } from "../machine/vm-store.js";
+import { BOOT_DEVICES, VmError, VmStore, type BootDevice } from "../machine/vm-store.js";
 
 export type Out = (text: string) => void;
 
@@ -15,6 +15,32 @@ export async function createvm(argv: string[], out: Out): Promise<number> {
   const vm = new VmStore().create(name, { memoryMiB: optNumber(args, "memory") });
   if (args.options.has("json")) out(JSON.stringify(vm));
   else out(`Virtual machine '${vm.name}' is created and registered.\nUUID: ${vm.uuid}\n`);
+  return 0;
+}
+
+/** modifyvm: settings of a powered-off machine (--boot1, --memory). */
+export async function modifyvm(argv: string[], out: Out): Promise<number> {
+  const args = parseArgs(argv);
+  allowOnly(args, ["boot1", "memory"]);
+  const [name] = args.positional;
+  if (!name) throw new UsageError("modifyvm needs a machine name or UUID");
+  const store = new VmStore();
+  const vm = store.get(name);
+  if (await runningSession(store.machineDir(vm.name))) {
+    throw new VmError("running", `vstor: machine '${vm.name}' is running; change its settings while it is powered off`);
+  }
+  const boot = optString(args, "boot1");
+  if (boot !== undefined) {
+    if (!BOOT_DEVICES.includes(boot as BootDevice)) throw new UsageError(`--boot1 ${boot}: one of ${BOOT_DEVICES.join(", ")}`);
+    vm.boot1 = boot as BootDevice;
+  }
+  const memory = optNumber(args, "memory");
+  if (memory !== undefined) {
+    if (!Number.isInteger(memory) || memory < 96 || memory > 2047) throw new UsageError(`--memory ${memory}: 96 to 2047 (MB)`);
+    vm.memoryMiB = memory;
+  }
+  store.save(vm);
+  out(`Machine '${vm.name}' changed.\n`);
   return 0;
 }
 
@@ -46,11 +72,14 @@ export async function showvminfo(argv: string[], out: Out): Promise<number> {
       `UUID:            ${vm.uuid}`,
       `Config file:     ${store.machineDir(vm.name)}/${vm.name}.json`,
       `Memory size:     ${vm.memoryMiB}MB`,
+      `Boot device:     ${vm.boot1 ?? "kernel"}${(vm.boot1 ?? "kernel") === "kernel" ? " (the bundled guest kernel, loaded directly)" : " (through the BIOS)"}`,
       `State:           ${state}${session ? ` (pid ${session.pid})` : ""}`,
       `Storage Controllers: ${vm.storageControllers.length ? "" : "none"}`,
       ...vm.storageControllers.flatMap((c) => [
-        `  ${c.name}: ${c.bus.toUpperCase()} ${c.controller} (host I/O cache ${c.hostIoCache ? "on" : "off"}, bootable ${c.bootable ? "on" : "off"})`,
-        ...c.attachments.map((a) => `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : a.image ? `DVD drive (${a.image})` : "DVD drive (empty)"}${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}`),
+        `  ${c.name}: ${c.bus.toUpperCase()} ${c.controller}${c.portCount !== undefined ? `, ${c.portCount} ports` : ""} (host I/O cache ${c.hostIoCache ? "on" : "off"}, bootable ${c.bootable ? "on" : "off"})`,
+        ...[...c.attachments].sort((a, b) => a.port - b.port || a.device - b.device).map((a) =>
+          `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : a.image ? `DVD drive (${a.image})` : "DVD drive (empty)"}` +
+          `${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}${a.hotpluggable ? ", hot-pluggable" : ""}${a.tempeject ? ", temporary eject" : ""}`),
       ]),
       "",
     ].join("\n"),

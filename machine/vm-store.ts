@@ -13,11 +13,20 @@ import type { StorageControllerConfig } from "./storage.js";
 
 export { vstorHome, writeJsonAtomic };
 
+export type BootDevice = "kernel" | "disk" | "dvd";
+export const BOOT_DEVICES: readonly BootDevice[] = ["kernel", "disk", "dvd"];
+
 export interface MachineDefinition {
   uuid: string;
   name: string;
   createdAt: string;
   memoryMiB: number;
+  /**
+   * What the machine boots (modifyvm --boot1): "disk" or "dvd" through SeaBIOS from the first
+   * bootable hard disk or CD/DVD, or "kernel" (default): v86 loads the bundled guest kernel and
+   * initramfs directly, and the attached media are data disks.
+   */
+  boot1?: BootDevice;
   /** Storage controllers and their attachments (storagectl, storageattach). */
   storageControllers: StorageControllerConfig[];
   state: "poweroff" | "saved";

@@ -4,12 +4,12 @@
  * never by file extension.
  */
 import { randomUUID } from "node:crypto";
-import { statSync } from "node:fs";
 import { MediumError, type BlockBackend } from "./block.js";
-import { MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
+import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
+import { IMAGE_CREATORS, cloneToNew, copyMedium, type CloneProgress } from "./clone.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
-import { createRaw, openRaw } from "./formats/raw/raw.js";
+import { openRaw } from "./formats/raw/raw.js";
 import { VDI_SIGNATURE, VdiImageType } from "./formats/vdi/header.js";
 import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
 import { createVdi, openVdi, type VdiImage } from "./formats/vdi/vdi-image.js";
@@ -41,6 +41,15 @@ export interface CreateMediumOptions {
   variant?: "Standard" | "Fixed";
   /** UUID or path of the parent, for a differencing image. */
   parent?: string;
+}
+
+export interface CloneMediumOptions {
+  /** Default: the source's format (as VBoxManage, for formats it can create). */
+  format?: MediumFormat;
+  variant?: "Standard" | "Fixed";
+  /** Write into this existing medium (at least as large as the source), keeping its UUID. */
+  existing?: boolean;
+  onProgress?: CloneProgress;
 }
 
 /** One finding of `check`. Errors make the medium unusable; warnings do not. */
@@ -129,13 +138,8 @@ export class MediumManager {
       }
     } else {
       if (!o.size || o.size % 512) throw new MediumError("out-of-bounds", `size ${o.size} must be a positive multiple of 512`, { path: o.path });
-      if (format === "VDI") {
-        const img = await createVdi(this.opener, o.path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" });
-        await img.close();
-      } else {
-        const img = await createRaw(this.opener, o.path, o.size, { preallocate: o.variant === "Fixed" });
-        await img.close();
-      }
+      const img = await IMAGE_CREATORS[format](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard" });
+      await img.close();
     }
     return this.register(o.path);
   }
@@ -209,7 +213,7 @@ export class MediumManager {
   }
 
   private async describe(rec: MediumRecord): Promise<MediumInfo> {
-    const fileSize = statSync(rec.location).size;
+    const fileSize = await this.fileSize(rec.location);
     const children = this.registry.children(rec.uuid).map((c) => c.uuid);
     if (rec.format === "RAW") {
       return { uuid: rec.uuid, location: rec.location, format: "RAW", variant: "Fixed", size: fileSize, fileSize, children };
@@ -278,6 +282,61 @@ export class MediumManager {
     } finally {
       await img.close();
     }
+  }
+
+  /**
+   * Clone a medium (registered, or a file, opened by content) into a new image with a new UUID,
+   * or with `existing` into an existing medium: what the guest sees, a differencing chain
+   * flattened (clone.ts). Both end up registered, as VBoxManage's open registers them; a failure
+   * leaves the registry as it was and removes a new image.
+   */
+  async clone(source: string, target: string, options: CloneMediumOptions = {}): Promise<MediumInfo> {
+    const { existing, variant, onProgress } = options;
+    if (existing && (options.format || variant)) throw new MediumError("unsupported", "an existing target keeps its format and variant", { path: target });
+    const srcRec = this.registry.find(source);
+    const srcPath = srcRec?.location ?? source;
+    if (!srcRec && !(await this.opener.exists(srcPath))) {
+      throw new MediumError("not-found", `no medium '${source}' is registered and there is no such file`, { path: source });
+    }
+    const format = options.format ?? ((srcRec?.format as MediumFormat | undefined) ?? (await this.detectFormat(srcPath)));
+    const newSource = srcRec ? undefined : srcPath;
+    const src = await this.open(srcPath, { readOnly: true });
+    try {
+      if (!existing) {
+        await cloneToNew(src, { opener: this.opener, path: target, format, variant }, { onProgress });
+        return await this.registerClone(target, newSource).catch(async (e: unknown) => {
+          await this.opener.remove(target).catch(() => undefined);
+          throw e;
+        });
+      }
+      const dstRec = this.registry.find(target);
+      const dstPath = canonicalLocation(dstRec?.location ?? target);
+      const srcFiles = src instanceof ImageChain ? src.layers.map((l) => canonicalLocation(l.path)) : [canonicalLocation(srcPath)];
+      if (srcFiles.includes(dstPath)) throw new MediumError("in-use", "cannot clone a medium into itself or its own parent", { path: dstPath });
+      if (dstRec) this.refuseIfParent(dstRec, "overwritten");
+      const dst = await this.open(dstPath);
+      try {
+        await copyMedium(src, dst, { onProgress });
+      } finally {
+        await dst.close();
+      }
+      return await this.registerClone(dstPath, newSource);
+    } finally {
+      await src.close();
+    }
+  }
+
+  /** Register a clone's target, then its source if it was not registered; all or nothing. */
+  private async registerClone(target: string, source: string | undefined): Promise<MediumInfo> {
+    const known = this.registry.findByLocation(target);
+    const info = known ? await this.describe(known) : await this.register(target);
+    try {
+      if (source) await this.register(source);
+    } catch (e) {
+      if (!known) this.registry.unregister(info.uuid);
+      throw e;
+    }
+    return info;
   }
 
   /**

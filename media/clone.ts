@@ -1,0 +1,211 @@
+/**
+ * Cloning a medium: copy what a guest sees on one BlockBackend (a single image or a whole
+ * differencing chain, which the copy flattens) into another. Pure: BlockBackend and FileOpener
+ * only, no Node types; MediumManager.clone adds the registry around it.
+ *
+ * - Only what the source stores is read (allocatedExtents), in aligned chunks, several at once.
+ * - A fresh target reads as zeros everywhere, so chunks of zeros are not written: a sparse
+ *   source stays sparse. An existing target gets zeros written (or discarded, where that reads
+ *   back as zeros) only where it may itself hold data.
+ * - Formats take part through IMAGE_CREATORS (make a new, empty image); reading needs nothing
+ *   more than the BlockBackend a format's open returns.
+ */
+import { MediumError, type BlockBackend, type Extent } from "./block.js";
+import type { FileOpener } from "./io/file-io.js";
+import { DEFAULT_MAX_IN_FLIGHT } from "./io/request-queue.js";
+import { createRaw } from "./formats/raw/raw.js";
+import { createVdi } from "./formats/vdi/vdi-image.js";
+
+export type ImageVariant = "Standard" | "Fixed";
+
+export interface CreateImageOptions {
+  /** Virtual size in bytes. */
+  size: number;
+  /** Standard: dynamic (VDI) or a sparse file (RAW); Fixed: all space taken now. */
+  variant: ImageVariant;
+}
+
+/** Make a new image that reads as zeros everywhere, open read-write; the file must not exist. */
+export type CreateImage = (opener: FileOpener, path: string, options: CreateImageOptions) => Promise<BlockBackend>;
+
+/** The formats vstor can create, and how. A new format adds its line here. */
+export const IMAGE_CREATORS = {
+  VDI: (opener, path, o) => createVdi(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" }),
+  RAW: (opener, path, o) => createRaw(opener, path, o.size, { preallocate: o.variant === "Fixed" }),
+} satisfies Record<string, CreateImage>;
+
+export type ImageFormat = keyof typeof IMAGE_CREATORS;
+
+/** `done` of `total` bytes of the virtual disk handled. */
+export type CloneProgress = (done: number, total: number) => void;
+
+/** Bytes per request: a VDI block, so a fresh dynamic target allocates whole blocks. */
+export const CLONE_CHUNK = 1 << 20;
+
+export interface CopyOptions {
+  /** Bytes per request, a multiple of the sector size (default CLONE_CHUNK). */
+  chunkSize?: number;
+  /** Chunks in flight at once (default: what the request queue runs at once). */
+  inFlight?: number;
+  /**
+   * The target was just created and reads as zeros everywhere: chunks of zeros are skipped.
+   * Otherwise the target's own allocatedExtents say where zeros must be written.
+   */
+  fresh?: boolean;
+  onProgress?: CloneProgress;
+}
+
+export interface CopyResult {
+  /** Bytes of the virtual disk the copy went over (the progress total). */
+  total: number;
+  /** Bytes of data written to the target. */
+  written: number;
+  /** Bytes written as zeros (or discarded) over the target's own old data. */
+  zeroed: number;
+  /** Bytes read from the source that were zeros and needed no write. */
+  skipped: number;
+}
+
+/** A run of chunk indexes [start, end). */
+interface Run {
+  start: number;
+  end: number;
+}
+
+/** The chunks the "data" extents below `limit` touch, sorted and coalesced. */
+function chunkRuns(extents: readonly Extent[], chunk: number, limit: number): Run[] {
+  const runs = extents
+    .filter((e) => e.state === "data" && e.length > 0 && e.offset < limit)
+    .map((e) => ({ start: Math.floor(e.offset / chunk), end: Math.ceil(Math.min(e.offset + e.length, limit) / chunk) }))
+    .sort((a, b) => a.start - b.start);
+  const out: Run[] = [];
+  for (const r of runs) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+interface PlannedChunk {
+  index: number;
+  /** The source stores data here: read it. */
+  source: boolean;
+  /** The target may hold data here: zeros must be written. */
+  target: boolean;
+}
+
+/** Every chunk in either list of runs, in order, with where it came from. */
+function* plan(source: readonly Run[], target: readonly Run[]): Generator<PlannedChunk> {
+  let i = 0;
+  let j = 0;
+  for (let c = 0; ; c++) {
+    while (i < source.length && source[i]!.end <= c) i++;
+    while (j < target.length && target[j]!.end <= c) j++;
+    const nextS = i < source.length ? Math.max(c, source[i]!.start) : Infinity;
+    const nextT = j < target.length ? Math.max(c, target[j]!.start) : Infinity;
+    c = Math.min(nextS, nextT);
+    if (c === Infinity) return;
+    yield { index: c, source: nextS === c, target: nextT === c };
+  }
+}
+
+function isZero(b: Uint8Array): boolean {
+  const words = b.byteOffset % 4 === 0 ? b.length >>> 2 : 0;
+  const w = new Uint32Array(b.buffer, b.byteOffset, words);
+  for (let i = 0; i < words; i++) if (w[i] !== 0) return false;
+  for (let i = words * 4; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * Make the first `source.size` bytes of `target` read as `source` does (a larger target keeps
+ * the rest), then flush it. On failure no new request starts, those in flight finish, and the
+ * first error is thrown; the target then holds part of the copy.
+ */
+export async function copyMedium(source: BlockBackend, target: BlockBackend, options: CopyOptions = {}): Promise<CopyResult> {
+  const chunk = options.chunkSize ?? CLONE_CHUNK;
+  if (target.readOnly) throw new MediumError("read-only", "the clone's target is read-only");
+  if (target.sectorSize !== source.sectorSize) {
+    throw new MediumError("unsupported", `cannot copy ${source.sectorSize}-byte sectors to a medium of ${target.sectorSize}-byte sectors`);
+  }
+  if (target.size < source.size) throw new MediumError("out-of-bounds", `the target (${target.size} bytes) is smaller than the source (${source.size} bytes)`);
+  if (!Number.isSafeInteger(chunk) || chunk <= 0 || chunk % source.sectorSize) {
+    throw new MediumError("out-of-bounds", `chunk size ${chunk} is not a whole number of ${source.sectorSize}-byte sectors`);
+  }
+  const size = source.size;
+  const sourceRuns = chunkRuns(await source.allocatedExtents(), chunk, size);
+  const targetRuns = options.fresh ? [] : chunkRuns(await target.allocatedExtents(), chunk, size);
+  const lengthOf = (index: number) => Math.min(chunk, size - index * chunk);
+
+  const result: CopyResult = { total: 0, written: 0, zeroed: 0, skipped: 0 };
+  for (const c of plan(sourceRuns, targetRuns)) result.total += lengthOf(c.index);
+  let done = 0;
+  options.onProgress?.(0, result.total);
+
+  const chunks = plan(sourceRuns, targetRuns);
+  let failure: { error: unknown } | null = null;
+  const worker = async (): Promise<void> => {
+    const buf = new Uint8Array(chunk);
+    while (!failure) {
+      const next = chunks.next();
+      if (next.done) return;
+      const { index, source: fromSource, target: overData } = next.value;
+      const offset = index * chunk;
+      const view = buf.subarray(0, lengthOf(index));
+      try {
+        if (fromSource) await source.read(offset, view);
+        if (fromSource && !isZero(view)) {
+          await target.write(offset, view);
+          result.written += view.length;
+        } else if (overData) {
+          if (target.discardZeroes) await target.discard(offset, view.length);
+          else await target.write(offset, view.fill(0));
+          result.zeroed += view.length;
+        } else {
+          result.skipped += view.length;
+        }
+      } catch (error) {
+        failure ??= { error };
+        return;
+      }
+      done += view.length;
+      options.onProgress?.(done, result.total);
+    }
+  };
+  const workers = Math.max(1, options.inFlight ?? DEFAULT_MAX_IN_FLIGHT);
+  await Promise.all(Array.from({ length: workers }, worker));
+  if (failure) throw (failure as { error: unknown }).error;
+  await target.flush();
+  return result;
+}
+
+export interface NewImage {
+  opener: FileOpener;
+  path: string;
+  format: ImageFormat;
+  variant?: ImageVariant;
+}
+
+/**
+ * Clone `source` into a new image of its size at `target.path` (refused if that file exists),
+ * closed when this returns. On any failure the partial image is removed.
+ */
+export async function cloneToNew(source: BlockBackend, target: NewImage, options: Omit<CopyOptions, "fresh"> = {}): Promise<CopyResult> {
+  const { opener, path } = target;
+  if (await opener.exists(path)) {
+    throw new MediumError("in-use", "already exists (a clone makes a new image; write into an existing one with --existing)", { path });
+  }
+  const create: CreateImage | undefined = IMAGE_CREATORS[target.format];
+  if (!create) throw new MediumError("unsupported", `cannot create ${String(target.format)} images`, { path });
+  const image = await create(opener, path, { size: source.size, variant: target.variant ?? "Standard" });
+  try {
+    const result = await copyMedium(source, image, { ...options, fresh: true });
+    await image.close();
+    return result;
+  } catch (e) {
+    await image.close().catch(() => undefined);
+    await opener.remove(path).catch(() => undefined);
+    throw e;
+  }
+}
