@@ -359,8 +359,13 @@ export class V86Host implements Host {
 
   /** Re-evaluate a function's INTx: requested level, INTx disable, PIRQ routing. */
   updateIntx(fn: V86PciFunction): void {
-    if (this.mmioDepth > 0) {
-      // v86 loses interrupts changed inside an MMIO handler (JIT state is stale there).
+    if (this.mmioDepth > 0 && fn.requested && !fn.config.intxDisabled) {
+      // Raising inside an MMIO handler would dispatch the interrupt on the JIT's stale state
+      // (v86-internals: the interrupt is lost), so it waits for the flush. Lowering goes at once:
+      // a line left up until the flush makes the PIC (level mode) interrupt the guest again
+      // after its handler cleared the cause, and on the npm build that storm ends with the
+      // master's cascade input stuck in service (measured with AHCI: every later interrupt on
+      // IRQ 10 lost). Lowering dispatches nothing: with IF=1 no request is left pending.
       this.defer(() => this.updateIntx(fn));
       return;
     }
@@ -389,7 +394,8 @@ export class V86Host implements Host {
     line = {
       set: (l: boolean) => {
         level = l;
-        if (this.mmioDepth > 0) this.defer(() => this.lines.drive(who, irq, level));
+        // As updateIntx: only a raise inside an MMIO handler waits for the flush.
+        if (this.mmioDepth > 0 && l) this.defer(() => this.lines.drive(who, irq, level));
         else this.lines.drive(who, irq, l);
       },
       get level() {
