@@ -5,13 +5,15 @@
  * devices, like pressing a hardware reset button: v86's own in-place reset crashes a booted
  * Linux guest on the pinned build (see host-adapter/v86/v86-host.ts, onReboot).
  */
+import { appendFileSync } from "node:fs";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./emulator.js";
 import { GuestConsole, type GuestRunResult } from "./guest-console.js";
 
 export interface BootOptions extends Omit<EmulatorOptions, "onSerialByte" | "onReboot"> {
   /**
-   * "agent": scripts over the console (tests); "shell": an interactive shell. Kernel boots only:
-   * with `bootFrom: "disk"` or `"cd"` the boot loader chooses (build/guest/boot.img, boot.iso: agent).
+   * "agent": scripts over the console (tests); "shell": an interactive shell. With `bootFrom:
+   * "disk"` or `"cd"` the boot loader's command line starts the agent (build/guest/boot.img,
+   * boot.iso), and "shell" then asks the agent for a shell.
    */
   mode?: "agent" | "shell";
   bootTimeoutMs?: number;
@@ -38,7 +40,14 @@ export interface GuestSession {
 export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
   const t0 = performance.now();
   const guestConsole = new GuestConsole((text) => vm.sendSerial(text));
-  guestConsole.onLine = opts.onLine;
+  // VSTOR_CONSOLE_LOG=FILE: every console line also goes to FILE (debugging guest tests).
+  const logFile = process.env.VSTOR_CONSOLE_LOG;
+  guestConsole.onLine = logFile
+    ? (line) => {
+        appendFileSync(logFile, line + "\n");
+        opts.onLine?.(line);
+      }
+    : opts.onLine;
   let stopped = false;
   let resetting: Promise<void> | undefined;
 
@@ -82,9 +91,12 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
     session.timings.booted = (performance.now() - t0) / 1000;
     await guestConsole.waitFor("@@VSTOR READY", timeout, "the guest's modules to load");
     session.timings.ready = (performance.now() - t0) / 1000;
-    if ((opts.mode ?? "agent") === "agent" && opts.script === undefined) {
+    // A bootloader boot always starts the agent (its command line says so); a shell is asked for.
+    const viaBios = (opts.bootFrom ?? "kernel") !== "kernel";
+    if (viaBios || ((opts.mode ?? "agent") === "agent" && opts.script === undefined)) {
       await guestConsole.waitFor("@@VSTOR AGENT", timeout, "the guest agent");
     }
+    if (viaBios && opts.mode === "shell") guestConsole.shell();
   } catch (e) {
     await session.stop().catch(() => undefined);
     throw e;
