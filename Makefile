@@ -55,19 +55,22 @@ test: check build images
 	npx vitest run
 	npx vitest run --config guest-tests/vitest.config.ts
 
-# The default machine: a 256 MB VDI on the IDE controller (AHCI/SATA comes with its issue) and, in
-# the DVD drive on the secondary master (as VirtualBox lays IDE out), an ISO with vstor's manuals.
+# The default machine, booted by SeaBIOS from a SATA disk: the guest's boot disk
+# (build/guest/boot.img: syslinux, kernel, initramfs) cloned into a 256 MB dynamic VDI on
+# port 0 of an AHCI controller, and on port 1 a SATA DVD drive with an ISO of vstor's manuals.
 VSTOR_HOME ?= $(HOME)/.config/vstor
 DISK := $(VSTOR_HOME)/machines/$(VM)/disk.vdi
 DOCS_ISO := $(VSTOR_HOME)/machines/$(VM)/vstor-docs.iso
 run: build images
 	@if ! $(VSTOR) showvminfo $(VM) >/dev/null 2>&1; then \
 	  $(VSTOR) createvm --name $(VM) --register >/dev/null && \
-	  $(VSTOR) createmedium disk --filename "$(DISK)" --size 256 >/dev/null && \
-	  $(VSTOR) storagectl $(VM) --name IDE --add ide --controller ICH6 >/dev/null && \
-	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 0 --device 0 --type hdd --medium "$(DISK)" >/dev/null && \
+	  $(VSTOR) clonemedium disk build/guest/boot.img "$(DISK)" --format VDI >/dev/null && \
+	  $(VSTOR) modifymedium disk "$(DISK)" --resize 256 >/dev/null && \
+	  $(VSTOR) storagectl $(VM) --name SATA --add sata --controller IntelAhci --portcount 4 >/dev/null && \
+	  $(VSTOR) storageattach $(VM) --storagectl SATA --port 0 --device 0 --type hdd --medium "$(DISK)" >/dev/null && \
 	  genisoimage -quiet -V VSTOR_DOCS -R -J -graft-points -o "$(DOCS_ISO)" README.md=README.md images.md=images/README.md agent-protocol.md=guest-tests/agent-protocol.md && \
-	  $(VSTOR) storageattach $(VM) --storagectl IDE --port 1 --device 0 --type dvddrive --medium "$(DOCS_ISO)" >/dev/null; \
+	  $(VSTOR) storageattach $(VM) --storagectl SATA --port 1 --device 0 --type dvddrive --medium "$(DOCS_ISO)" >/dev/null && \
+	  $(VSTOR) modifyvm $(VM) --boot1 disk >/dev/null; \
 	fi
 	$(VSTOR) startvm $(VM) --type headless $(ARGS)
 

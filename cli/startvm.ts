@@ -10,7 +10,7 @@ import { allowOnly, optNumber, optString, parseArgs, UsageError } from "./args.j
 import { ControlServer, type ControlRequest, type ControlReply } from "../machine/control-channel.js";
 import { bootGuest, type GuestSession } from "../machine/guest-session.js";
 import { VmStore } from "../machine/vm-store.js";
-import { openMachineStorage } from "../machine/storage.js";
+import { openMachineStorage, type AttachmentConfig } from "../machine/storage.js";
 import type { Out } from "./vm-verbs.js";
 
 /**
@@ -43,6 +43,8 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
   const vm = store.get(name);
   const script = scriptFile !== undefined ? readFileSync(scriptFile, "utf8") : undefined;
 
+  const bootFrom = ({ kernel: "kernel", disk: "disk", dvd: "cd" } as const)[vm.boot1 ?? "kernel"];
+
   const child = reexecWithFlags();
   if (child !== undefined) return child;
   // The running VM is the only writer of its discs' configuration, so a guest eject and a
@@ -54,6 +56,15 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
       att.image = image;
       store.save(now);
     }
+  };
+  // Hot-plugged disks: the configuration follows what the guest now has on the port.
+  const recordDisk = (ctlName: string, port: number, disk: AttachmentConfig | undefined) => {
+    const now = store.get(vm.uuid);
+    const ctl = now.storageControllers.find((c) => c.name === ctlName);
+    if (!ctl) return;
+    ctl.attachments = ctl.attachments.filter((a) => a.port !== port);
+    if (disk) ctl.attachments.push(disk);
+    store.save(now);
   };
   const storage = await openMachineStorage(vm.storageControllers, undefined, {
     // A guest-initiated eject persists in the machine's configuration (VBoxManage's semantics
@@ -76,6 +87,16 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
         return { ok: true };
       case "status":
         return { ok: true, data: { pid: process.pid } };
+      case "hotplug": {
+        const [ctlName = "", portArg, uuid, ...flags] = req.args ?? [];
+        const port = Number(portArg);
+        const disk = uuid
+          ? { port, device: 0, type: "hdd" as const, medium: uuid, hotpluggable: true, nonrotational: flags.includes("nonrotational"), discard: flags.includes("discard") }
+          : undefined;
+        await storage.hotplug(ctlName, port, disk);
+        recordDisk(ctlName, port, disk);
+        return { ok: true };
+      }
       case "changedisc": {
         const [ctlName, port, device, image, force] = req.args ?? [];
         await storage.changeDisc(ctlName, Number(port), Number(device), image || undefined, { force: force === "force" });
@@ -94,22 +115,23 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
       memoryMiB: vm.memoryMiB,
       setup: (host) => storage.setup(host),
       mode: interactive ? "shell" : "agent",
-      script,
+      bootFrom,
+      // A kernel boot carries the script in its initramfs; a BIOS boot gets it through the agent.
+      script: bootFrom === "kernel" ? script : undefined,
       bootTimeoutMs: timeoutS * 1000,
       onSerialByte: interactive ? (b) => process.stdout.write(Uint8Array.of(b)) : undefined,
       onLine: interactive
         ? undefined
         : (line) => {
-            if (line.includes("@@VSTOR START 0")) inScript = true;
-            else if (line.includes("@@VSTOR EXIT 0 ")) inScript = false;
+            if (/^@@VSTOR START \S+$/.test(line)) inScript = true;
+            else if (/^@@VSTOR EXIT \S+ /.test(line)) inScript = false;
             else if (inScript && !line.includes("@@VSTOR ")) out(line + "\n");
           },
     });
     if (interactive) attachTerminal(session, () => finish(0));
     else {
-      const guestConsole = session.console;
-      guestConsole
-        .result("0", timeoutS * 1000)
+      const result = bootFrom === "kernel" ? session.console.result("0", timeoutS * 1000) : session.run(script!, timeoutS * 1000);
+      result
         .then((r) => finish(r.status))
         .catch((e: Error) => {
           err(`vstor: ${e.message}\n`);

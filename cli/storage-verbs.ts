@@ -4,7 +4,7 @@
 import { allowOnly, optString, parseArgs, requireOpt, UsageError } from "./args.js";
 import { MediumManager } from "../media/medium-manager.js";
 import { runningSession, sendControl } from "../machine/control-channel.js";
-import { checkSlot, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
+import { checkSlot, DEFAULT_SATA_PORTS, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
 import { VmError, VmStore } from "../machine/vm-store.js";
 import type { Out } from "./vm-verbs.js";
 import { resolve } from "node:path";
@@ -46,23 +46,33 @@ export async function storagectl(argv: string[], out: Out): Promise<number> {
     return 0;
   }
   const bus = optString(args, "add");
+  const portCount = optString(args, "portcount");
   if (existing) {
     if (bus) throw new UsageError(`machine '${vm.name}' already has a storage controller '${name}'`);
     const type = optString(args, "controller");
-    if (type) existing.controller = ideType(type);
+    if (type) existing.controller = controllerType(existing.bus, type);
     existing.hostIoCache = onOff("hostiocache", optString(args, "hostiocache"), existing.hostIoCache);
     existing.bootable = onOff("bootable", optString(args, "bootable"), existing.bootable);
+    if (portCount !== undefined) {
+      const n = sataPorts(existing.bus, portCount);
+      const beyond = existing.attachments.find((a) => a.port >= n);
+      if (beyond) throw new UsageError(`--portcount ${n}: port ${beyond.port} of '${name}' has an attachment; detach it first`);
+      existing.portCount = n;
+    }
   } else {
-    if (bus !== "ide") throw new UsageError(`--add ${bus ?? "(missing)"}: this version has IDE controllers (--add ide)`);
-    if (vm.storageControllers.some((c) => c.bus === "ide")) throw new UsageError("a machine has one IDE controller");
+    if (bus !== "ide" && bus !== "sata") throw new UsageError(`--add ${bus ?? "(missing)"}: this version has IDE and SATA controllers (--add ide|sata)`);
+    if (vm.storageControllers.some((c) => c.bus === bus)) throw new UsageError(`a machine has one ${bus.toUpperCase()} controller`);
     const ctl: StorageControllerConfig = {
       name,
-      bus: "ide",
-      controller: ideType(optString(args, "controller") ?? "PIIX4"),
-      hostIoCache: onOff("hostiocache", optString(args, "hostiocache"), true), // IDE keeps the host cache by default
+      bus,
+      controller: controllerType(bus, optString(args, "controller") ?? (bus === "ide" ? "PIIX4" : "IntelAhci")),
+      ...(bus === "sata" ? { portCount: portCount === undefined ? DEFAULT_SATA_PORTS : sataPorts(bus, portCount) } : {}),
+      // IDE keeps the host cache by default, SATA does not (VirtualBox's defaults).
+      hostIoCache: onOff("hostiocache", optString(args, "hostiocache"), bus === "ide"),
       bootable: onOff("bootable", optString(args, "bootable"), true),
       attachments: [],
     };
+    if (bus === "ide" && portCount !== undefined) throw new UsageError("--portcount is for SATA controllers");
     vm.storageControllers.push(ctl);
   }
   store.save(vm);
@@ -70,10 +80,21 @@ export async function storagectl(argv: string[], out: Out): Promise<number> {
   return 0;
 }
 
-function ideType(t: string): IdeControllerType {
+function controllerType(bus: StorageControllerConfig["bus"], t: string): StorageControllerConfig["controller"] {
+  if (bus === "sata") {
+    if (t.toLowerCase() !== "intelahci") throw new UsageError(`--controller ${t}: the SATA controller is IntelAhci`);
+    return "IntelAhci";
+  }
   const u = t.toUpperCase() as IdeControllerType;
   if (!IDE_TYPES.includes(u)) throw new UsageError(`--controller ${t}: IDE controllers are ${IDE_TYPES.join(", ")}`);
   return u;
+}
+
+function sataPorts(bus: StorageControllerConfig["bus"], v: string): number {
+  if (bus !== "sata") throw new UsageError("--portcount is for SATA controllers");
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > DEFAULT_SATA_PORTS) throw new UsageError(`--portcount ${v}: 1 to ${DEFAULT_SATA_PORTS}`);
+  return n;
 }
 
 export async function storageattach(argv: string[], out: Out): Promise<number> {
@@ -90,7 +111,12 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   if (!Number.isInteger(port) || !Number.isInteger(device)) throw new UsageError("--port and --device take numbers");
   checkSlot(ctl, port, device);
   const mediumArg = requireOpt(args, "medium");
-  if (running) return changeDiscOnline(store, vm, ctl, port, device, mediumArg, args.options.has("forceunmount"), out);
+  if (running) {
+    const att = ctl.attachments.find((a) => a.port === port && a.device === device);
+    const type = optString(args, "type") ?? att?.type ?? "hdd";
+    if (ctl.bus === "sata" && type === "hdd") return hotplugOnline(store, vm, ctl, port, mediumArg, args, out);
+    return changeDiscOnline(store, vm, ctl, port, device, mediumArg, args.options.has("forceunmount"), out);
+  }
   ctl.attachments = ctl.attachments.filter((a) => a.port !== port || a.device !== device);
   if (mediumArg === "none") {
     store.save(vm);
@@ -109,15 +135,7 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
     }
   } else {
     if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
-    const mm = new MediumManager();
-    medium = (mm.registry.find(mediumArg) ?? (await mm.register(mediumArg))).uuid;
-    for (const other of new VmStore().list()) {
-      for (const c of other.storageControllers) {
-        if (c.attachments.some((a) => a.medium === medium) && !(other.uuid === vm.uuid && c === ctl)) {
-          throw new VmError("invalid", `vstor: medium {${medium}} is already attached to machine '${other.name}' (controller '${c.name}')`);
-        }
-      }
-    }
+    medium = await diskToAttach(vm, ctl, mediumArg);
   }
   ctl.attachments.push({
     port,
@@ -132,6 +150,49 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   });
   store.save(vm);
   out(`Attached ${type === "hdd" ? `medium {${medium}}` : image ? `DVD drive with ${image}` : "an empty DVD drive"} to '${ctlName}' port ${port} device ${device}.\n`);
+  return 0;
+}
+
+/** Register the disk if needed; refuse it when another attachment already uses it. */
+async function diskToAttach(vm: ReturnType<VmStore["get"]>, ctl: StorageControllerConfig, mediumArg: string): Promise<string> {
+  const mm = new MediumManager();
+  const medium = (mm.registry.find(mediumArg) ?? (await mm.register(mediumArg))).uuid;
+  for (const other of new VmStore().list()) {
+    for (const c of other.storageControllers) {
+      if (c.attachments.some((a) => a.medium === medium) && !(other.uuid === vm.uuid && c === ctl)) {
+        throw new VmError("invalid", `vstor: medium {${medium}} is already attached to machine '${other.name}' (controller '${c.name}')`);
+      }
+    }
+  }
+  return medium;
+}
+
+/**
+ * A running machine's SATA port: plug a disk in (`--medium` a disk) or pull it out (`--medium
+ * none`). The port must be empty and hot-pluggable, or hold a disk attached with --hotpluggable
+ * on. The running VM does it through its control channel and records it in the configuration.
+ */
+async function hotplugOnline(
+  store: VmStore,
+  vm: ReturnType<VmStore["get"]>,
+  ctl: StorageControllerConfig,
+  port: number,
+  mediumArg: string,
+  args: ReturnType<typeof parseArgs>,
+  out: Out,
+): Promise<number> {
+  let medium = "";
+  if (mediumArg !== "none") {
+    if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
+    medium = await diskToAttach(vm, ctl, mediumArg);
+  }
+  const flags = [
+    onOff("nonrotational", optString(args, "nonrotational"), false) ? "nonrotational" : "",
+    onOff("discard", optString(args, "discard"), false) ? "discard" : "",
+  ];
+  const reply = await sendControl(store.machineDir(vm.name), { command: "hotplug", args: [ctl.name, String(port), medium, ...flags] });
+  if (!reply.ok) throw new VmError("running", `vstor: could not ${medium ? "hot-plug the disk" : "unplug the disk"}: ${reply.error}`);
+  out(medium ? `Hot-plugged medium {${medium}} into '${ctl.name}' port ${port}.\n` : `Unplugged the disk from '${ctl.name}' port ${port}.\n`);
   return 0;
 }
 

@@ -126,6 +126,11 @@ export class GuestConsole {
 
   private nextId = 1;
 
+  /** Leave the agent for an interactive shell on the console (agent protocol, @@SHELL). */
+  shell(): void {
+    this.send("@@SHELL\n");
+  }
+
   /** Run a script through the agent (the guest must have printed "@@VSTOR AGENT"). */
   async run(script: string, timeoutMs = 120_000): Promise<GuestRunResult> {
     const id = String(this.nextId++);

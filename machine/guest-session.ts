@@ -49,6 +49,7 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
       }
     : opts.onLine;
   let stopped = false;
+  const viaBios = (opts.bootFrom ?? "kernel") !== "kernel";
   let resetting: Promise<void> | undefined;
 
   const emulatorOptions = (restore: boolean): EmulatorOptions => ({
@@ -76,6 +77,10 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
         if (!stopped) {
           vm = await startEmulator(emulatorOptions(false));
           opts.onReset?.();
+          // A BIOS boot comes up in the agent again: hand the console back to the shell.
+          if (viaBios && opts.mode === "shell") {
+            guestConsole.waitFor("@@VSTOR AGENT", opts.bootTimeoutMs ?? 180_000).then(() => guestConsole.shell(), () => undefined);
+          }
         }
       })().finally(() => (resetting = undefined))),
     stop: async () => {
@@ -92,7 +97,6 @@ export async function bootGuest(opts: BootOptions = {}): Promise<GuestSession> {
     await guestConsole.waitFor("@@VSTOR READY", timeout, "the guest's modules to load");
     session.timings.ready = (performance.now() - t0) / 1000;
     // A bootloader boot always starts the agent (its command line says so); a shell is asked for.
-    const viaBios = (opts.bootFrom ?? "kernel") !== "kernel";
     if (viaBios || ((opts.mode ?? "agent") === "agent" && opts.script === undefined)) {
       await guestConsole.waitFor("@@VSTOR AGENT", timeout, "the guest agent");
     }

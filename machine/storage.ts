@@ -7,12 +7,15 @@ import type { BlockBackend } from "../media/block.js";
 import { MediumManager } from "../media/medium-manager.js";
 import { serialFromUuid } from "../devices/ata/config.js";
 import { IdeController, type IdeChipset, type IdeDriveConfig } from "../devices/ide/index.js";
+import { AhciController, MAX_PORTS } from "../devices/ahci/index.js";
 import { createAtapiCdrom, type AtapiCdrom } from "../devices/atapi/index.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { openIso } from "../media/formats/iso/iso.js";
 
-export type StorageBus = "ide";
+export type StorageBus = "ide" | "sata";
 export type IdeControllerType = "PIIX3" | "PIIX4" | "ICH6";
+export type SataControllerType = "IntelAhci";
+export type ControllerType = IdeControllerType | SataControllerType;
 
 export interface AttachmentConfig {
   port: number;
@@ -31,7 +34,9 @@ export interface AttachmentConfig {
 export interface StorageControllerConfig {
   name: string;
   bus: StorageBus;
-  controller: IdeControllerType;
+  controller: ControllerType;
+  /** SATA: ports 0..portCount-1 (1..30). */
+  portCount?: number;
   hostIoCache: boolean;
   bootable: boolean;
   attachments: AttachmentConfig[];
@@ -39,10 +44,20 @@ export interface StorageControllerConfig {
 
 const CHIPSET: Record<IdeControllerType, IdeChipset> = { PIIX3: "piix3", PIIX4: "piix4", ICH6: "ich6" };
 
-/** Ports and devices per bus: IDE has two channels (ports) of two devices each. */
+/** VBoxManage's default port count for a new SATA controller. */
+export const DEFAULT_SATA_PORTS = MAX_PORTS;
+
+/**
+ * Ports and devices per bus: IDE has two channels (ports) of two devices each; SATA has one
+ * device per port.
+ */
 export function checkSlot(ctl: StorageControllerConfig, port: number, device: number): void {
   if (ctl.bus === "ide" && (port < 0 || port > 1 || device < 0 || device > 1)) {
     throw new RangeError(`IDE controller '${ctl.name}' has ports 0-1 and devices 0-1, not port ${port} device ${device}`);
+  }
+  const ports = ctl.portCount ?? DEFAULT_SATA_PORTS;
+  if (ctl.bus === "sata" && (port < 0 || port >= ports || device !== 0)) {
+    throw new RangeError(`SATA controller '${ctl.name}' has ports 0-${ports - 1} with device 0, not port ${port} device ${device}`);
   }
 }
 
@@ -54,6 +69,11 @@ export interface MachineStorage {
    * has locked the tray, unless forced.
    */
   changeDisc(controller: string, port: number, device: number, image: string | undefined, options?: { force?: boolean }): Promise<void>;
+  /**
+   * Hot-plug a hard disk into a running machine's hot-pluggable SATA port (`disk` undefined:
+   * unplug it). The guest sees the port change; an unplugged medium is flushed and closed.
+   */
+  hotplug(controller: string, port: number, disk: AttachmentConfig | undefined): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -71,6 +91,19 @@ export async function openMachineStorage(
   const opened: BlockBackend[] = [];
   const drivesByKey = new Map<string, AtapiCdrom>();
   const plans: { ctl: StorageControllerConfig; drives: Map<string, IdeDriveConfig> }[] = [];
+  const release = async (medium: BlockBackend): Promise<void> => {
+    const i = opened.indexOf(medium);
+    if (i >= 0) opened.splice(i, 1);
+    await medium.flush().catch(() => undefined);
+    await medium.close().catch(() => undefined);
+  };
+  /** The AHCI controllers of the emulator now running, by name (set up again after a reset). */
+  const live = new Map<string, AhciController>();
+  const openDisk = async (a: AttachmentConfig): Promise<IdeDriveConfig> => {
+    const medium = await mm.open(a.medium!);
+    opened.push(medium);
+    return { kind: "ata", medium, serial: serialFromUuid(baseUuid(mm, a.medium!)), nonRotational: a.nonrotational, discard: a.discard };
+  };
   try {
     for (const ctl of controllers) {
       const drives = new Map<string, IdeDriveConfig>();
@@ -94,15 +127,7 @@ export async function openMachineStorage(
           continue;
         }
         if (!a.medium) continue;
-        const medium = await mm.open(a.medium);
-        opened.push(medium);
-        drives.set(key, {
-          kind: "ata",
-          medium,
-          serial: serialFromUuid(baseUuid(mm, a.medium)),
-          nonRotational: a.nonrotational,
-          discard: a.discard,
-        });
+        drives.set(key, await openDisk(a));
       }
       plans.push({ ctl, drives });
     }
@@ -114,8 +139,20 @@ export async function openMachineStorage(
     setup(host) {
       for (const { ctl, drives } of plans) {
         const d = (p: number, v: number) => drives.get(`${p}:${v}`);
+        if (ctl.bus === "sata") {
+          const portCount = ctl.portCount ?? DEFAULT_SATA_PORTS;
+          const ports: Record<number, IdeDriveConfig | { hotpluggable: boolean }> = {};
+          for (let p = 0; p < portCount; p++) {
+            // An empty port can always take a disk at run time; an attached one only if marked.
+            const att = ctl.attachments.find((a) => a.port === p);
+            const hotpluggable = att ? !!att.hotpluggable : true;
+            ports[p] = { ...(d(p, 0) ?? {}), hotpluggable };
+          }
+          live.set(ctl.name, new AhciController(host, { portCount, ports, id: `sata-${ctl.name}` }));
+          continue;
+        }
         new IdeController(host, {
-          chipset: CHIPSET[ctl.controller],
+          chipset: CHIPSET[ctl.controller as IdeControllerType],
           id: `ide-${ctl.name}`,
           primary: { master: d(0, 0), slave: d(0, 1) },
           secondary: { master: d(1, 0), slave: d(1, 1) },
@@ -136,6 +173,27 @@ export async function openMachineStorage(
         opened.push(next);
         cd.drive.insert(next);
       }
+    },
+    async hotplug(controller, port, disk) {
+      const plan = plans.find((p) => p.ctl.name === controller);
+      const ahci = live.get(controller);
+      if (!plan || !ahci || plan.ctl.bus !== "sata") throw new RangeError(`no SATA controller '${controller}' in this machine`);
+      const key = `${port}:0`;
+      if (!disk) {
+        const old = plan.drives.get(key);
+        ahci.detach(port); // refuses a port that is not hot-pluggable or is empty
+        plan.drives.delete(key);
+        if (old?.medium) await release(old.medium);
+        return;
+      }
+      const drive = await openDisk(disk);
+      try {
+        ahci.attach(port, drive);
+      } catch (e) {
+        if (drive.medium) await release(drive.medium);
+        throw e;
+      }
+      plan.drives.set(key, drive);
     },
     close: async () => {
       for (const m of opened) {
