@@ -4,7 +4,8 @@
  * primary master. v86 gets no kernel, initramfs or command line (bootFrom "cd": CD first in the
  * CMOS boot order). SeaBIOS reads the boot catalog through our MMC target (READ(10) of 2048-byte
  * sectors), runs isolinux, isolinux loads the kernel and the initramfs from the ISO 9660 file
- * system through INT 13h, and the guest comes up in agent mode.
+ * system through INT 13h, and the guest comes up in agent mode. The same through a SATA DVD
+ * drive on our AHCI controller (SeaBIOS's AHCI driver, ATAPI over FISes).
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAtapiCdrom } from "../devices/atapi/atapi-scsi.js";
+import { AhciController } from "../devices/ahci/index.js";
 import { IdeController } from "../devices/ide/controller.js";
 import { defaultIdeLayout } from "../devices/ide/layout.js";
 import { guestImages } from "../machine/guest-images.js";
@@ -94,6 +96,45 @@ describe.runIf(bootIso)("SeaBIOS boots boot.iso (El Torito, isolinux) from the I
     expect(out).toContain(`md5 vmlinuz ${md5(readFileSync(images.kernel))}`);
     expect(out).toContain(`md5 initrd ${md5(readFileSync(images.initrd))}`);
     expect(out).toContain("errors: 0");
+  });
+});
+
+describe.runIf(bootIso)("SeaBIOS boots boot.iso from a SATA DVD drive (AHCI port 1, a blank disk on port 0)", () => {
+  let sata: GuestSession | undefined;
+  const opened: BlockBackend[] = [];
+  let sdir: string;
+
+  beforeAll(async () => {
+    sdir = mkdtempSync(join(tmpdir(), "vstor-boot-sata-cd-"));
+    const opener = new NodeFileOpener();
+    const blank = await createRaw(opener, join(sdir, "blank.raw"), 16 << 20);
+    const { medium: disc } = await openIso(opener, join(images.dir, "boot.iso"));
+    opened.push(blank, disc);
+    sata = await bootGuest({
+      bootFrom: "cd",
+      setup: (host) => {
+        new AhciController(host, {
+          portCount: 2,
+          ports: { 0: { kind: "ata", medium: blank }, 1: { kind: "atapi", packetHandler: createAtapiCdrom({ medium: disc }).handler, model: "VBOX CD-ROM" } },
+        });
+      },
+      bootTimeoutMs: 300_000,
+    });
+  }, 600_000);
+
+  afterAll(async () => {
+    await sata?.stop().catch(() => undefined);
+    for (const m of opened) await m.close().catch(() => undefined);
+    if (sdir) rmSync(sdir, { recursive: true, force: true });
+  });
+
+  it("went SeaBIOS (AHCI) -> isolinux -> kernel, and the guest sees the disc on the SATA drive", async () => {
+    expect(sata!.console.transcript).toMatch(/ISOLINUX \d/);
+    const r = await sata!.run("cat /proc/cmdline; readlink /sys/block/sr0; blkid /dev/sr0");
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("vstor.boot=iso");
+    expect(r.output).toMatch(/0000:00:0d\.0\/ata2\//);
+    expect(r.output).toMatch(new RegExp(`LABEL="${bootIso!.volumeId}"`));
   });
 });
 

@@ -68,8 +68,9 @@ export interface AhciControllerOptions {
   /** Port configuration by port number; ports not listed are empty and not hot-pluggable. */
   ports?: Readonly<Record<number, AhciPortOptions>>;
   /**
-   * How many ports, from port 0, the BIOS should offer as boot devices (VirtualBox's "IDE
-   * compatibility" ports). 0..4, default min(4, portCount). Informational for now.
+   * How many ports, from port 0, the firmware sees (VirtualBox's "IDE compatibility" ports):
+   * 0..4, default min(4, portCount). Drives on the other ports stay hidden (no link) until an
+   * OS driver takes the HBA over, which SeaBIOS never does: its first GHC.HR, or GHC.IE set.
    */
   biosPorts?: number;
   /** PCI device number (default 0Dh). */
@@ -82,8 +83,12 @@ export class AhciController {
   readonly pci: PciFunction;
   readonly id: string;
   readonly portCount: number;
-  /** Ports 0..biosPorts-1 are the ones the BIOS should boot from. */
+  /** Ports 0..biosPorts-1 are the ones the firmware sees (see AhciControllerOptions.biosPorts). */
   readonly biosPorts: number;
+  /** Drives kept off their ports while the firmware owns the HBA, by port. */
+  private readonly hidden = new Map<number, AtaDevice>();
+  /** An OS driver has taken the HBA over since power-on. */
+  private osOwned = false;
   readonly ports: readonly AhciPort[];
   /** GHC.IE (AE always reads 1, HR self-clears). */
   private ghc = 0;
@@ -126,6 +131,7 @@ export class AhciController {
       if (o?.kind) port.drive = this.makeDrive(i, o);
       return port;
     });
+    this.hideFromFirmware();
 
     const abar: RegionHandler = {
       read: (offset, size) => this.mmioRead(offset, size),
@@ -257,10 +263,12 @@ export class AhciController {
     if (offset === HBA_REG.GHC) {
       if (value & GHC.HR) {
         this.trace("HBA reset (GHC.HR)");
+        this.osTakesOver(true);
         this.resetAll("hba");
         return;
       }
       this.ghc = ((this.ghc & ~mask) | value & GHC.IE) & GHC.IE;
+      if (this.ghc & GHC.IE) this.osTakesOver(false);
       this.updateLine();
     } else if (offset === HBA_REG.IS) {
       this.is = (this.is & ~value) >>> 0;
@@ -286,7 +294,37 @@ export class AhciController {
   // ---- resets and state ----
 
   private powerOn(): void {
+    this.hideFromFirmware();
     this.resetAll("power-on");
+  }
+
+  /**
+   * Power-on: the drives on ports from biosPorts up leave their ports (kept aside) so the
+   * firmware finds only the IDE-compatibility ports.
+   */
+  private hideFromFirmware(): void {
+    this.osOwned = false;
+    for (const p of this.ports) {
+      if (p.index < this.biosPorts || !p.drive) continue;
+      this.hidden.set(p.index, p.drive);
+      p.drive = undefined;
+    }
+  }
+
+  /**
+   * An OS driver takes the HBA over: the hidden drives come back. With an HBA reset they are
+   * simply present when the ports come out of it; otherwise they arrive as hot-plug events.
+   */
+  private osTakesOver(hbaReset: boolean): void {
+    if (this.osOwned) return;
+    this.osOwned = true;
+    for (const [i, dev] of this.hidden) {
+      const port = this.ports[i]!;
+      if (port.drive) continue; // something was hot-plugged there meanwhile
+      if (hbaReset) port.drive = dev;
+      else plugDrive(port, dev);
+    }
+    this.hidden.clear();
   }
 
   private resetAll(kind: "power-on" | "hba"): void {
@@ -297,7 +335,7 @@ export class AhciController {
   }
 
   private save(): ControllerState {
-    return { portCount: this.portCount, ghc: this.ghc, is: this.is, ports: this.ports.map(savePort) };
+    return { portCount: this.portCount, ghc: this.ghc, is: this.is, osOwned: this.osOwned, ports: this.ports.map(savePort) };
   }
 
   private restore(s: DeviceState): void {
@@ -309,6 +347,11 @@ export class AhciController {
     }
     this.ghc = (Number(data.ghc) >>> 0) & GHC.IE;
     this.is = (Number(data.is) >>> 0) & this.portsImplemented;
+    // The same drives are attached here; put them where the saved machine had them.
+    for (const [i, dev] of this.hidden) if (!this.ports[i]!.drive) this.ports[i]!.drive = dev;
+    this.hidden.clear();
+    if (data.osOwned === false) this.hideFromFirmware();
+    else this.osOwned = true;
     this.ports.forEach((p, i) => {
       if (!restorePort(p, data.ports![i])) p.reset("power-on");
     });

@@ -47,6 +47,8 @@ export interface ControllerState {
   portCount: number;
   ghc: number;
   is: number;
+  /** An OS driver had taken the HBA over (the ports beyond biosPorts were visible). */
+  osOwned?: boolean;
   ports: PortState[];
 }
 
