@@ -10,6 +10,7 @@ import { IdeController, type IdeChipset, type IdeDriveConfig } from "../devices/
 import { AhciController, MAX_PORTS } from "../devices/ahci/index.js";
 import { createAtapiCdrom, type AtapiCdrom } from "../devices/atapi/index.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { withoutHostCache } from "../media/io/file-io.js";
 import { openIso } from "../media/formats/iso/iso.js";
 
 export type StorageBus = "ide" | "sata";
@@ -99,8 +100,10 @@ export async function openMachineStorage(
   };
   /** The AHCI controllers of the emulator now running, by name (set up again after a reset). */
   const live = new Map<string, AhciController>();
-  const openDisk = async (a: AttachmentConfig): Promise<IdeDriveConfig> => {
-    const medium = await mm.open(a.medium!);
+  // Host I/O cache off (storagectl --hostiocache off, SATA's default): disks bypass the page cache.
+  const uncached = new MediumManager(mm.registry, withoutHostCache(mm.opener));
+  const openDisk = async (a: AttachmentConfig, hostIoCache: boolean): Promise<IdeDriveConfig> => {
+    const medium = await (hostIoCache ? mm : uncached).open(a.medium!);
     opened.push(medium);
     return { kind: "ata", medium, serial: serialFromUuid(baseUuid(mm, a.medium!)), nonRotational: a.nonrotational, discard: a.discard };
   };
@@ -127,7 +130,7 @@ export async function openMachineStorage(
           continue;
         }
         if (!a.medium) continue;
-        drives.set(key, await openDisk(a));
+        drives.set(key, await openDisk(a, ctl.hostIoCache));
       }
       plans.push({ ctl, drives });
     }
@@ -186,7 +189,7 @@ export async function openMachineStorage(
         if (old?.medium) await release(old.medium);
         return;
       }
-      const drive = await openDisk(disk);
+      const drive = await openDisk(disk, plan.ctl.hostIoCache);
       try {
         ahci.attach(port, drive);
       } catch (e) {

@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { type NodeFileIo, NodeFileOpener, mediumErrorFromNode } from "./node-file-io.js";
+import { withoutHostCache } from "../file-io.js";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-nodeio-test-"));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -196,6 +197,15 @@ describe("NodeFileIo", () => {
 });
 
 describe("NodeFileIo with the host cache off (O_DIRECT)", () => {
+  it("is what withoutHostCache gives every file it opens (a controller with --hostiocache off)", async () => {
+    const p = tmp();
+    const opener = withoutHostCache(new NodeFileOpener());
+    const f = (await opener.open(p, { create: true })) as NodeFileIo;
+    expect(f.direct).toBe(true);
+    await f.close();
+    expect(await opener.exists(p)).toBe(true);
+  });
+
   it("bypasses the page cache for aligned requests", async () => {
     const p = tmp();
     const f = await new NodeFileOpener().open(p, { create: true, direct: true });
