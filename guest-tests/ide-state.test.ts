@@ -12,7 +12,7 @@ import { bootGuest } from "../machine/guest-session.js";
 import { createRaw } from "../media/formats/raw/raw.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { bundleForNode } from "./support/bundle.js";
-import { addIdeWithDisk } from "./support/ide-machine.js";
+import { addIdeWithDisk } from "./support/state-machines.js";
 
 const MiB = 1 << 20;
 
