@@ -1,14 +1,16 @@
 /**
  * `make bench`: every benchmark prints its figure beside a peer measured in the same run.
- * BENCH=io, BENCH=media, BENCH=boot or BENCH=ide runs one of them.
+ * BENCH=io, BENCH=media, BENCH=boot, BENCH=ide or BENCH=sata runs one of them.
  */
 import { bootBench } from "./boot.js";
 import { ideBench } from "./ide.bench.js";
 import { ioBench } from "./io.bench.js";
 import { mediaBench } from "./media.bench.js";
+import { sataBench } from "./sata.bench.js";
 
 const only = process.env.BENCH;
 if (!only || only === "io") console.log(await ioBench());
 if (!only || only === "media") console.log(await mediaBench());
 if (!only || only === "boot") console.log(await bootBench());
 if (!only || only === "ide") console.log(await ideBench());
+if (!only || only === "sata") console.log(await sataBench());
