@@ -5,10 +5,8 @@
  *   vstor: our V86Host installed (built-in IDE replaced, hooks in place)
  *   plain: the same v86 and guest with no vstor code at all (the peer)
  */
-import { V86 } from "v86";
-import { v86Options } from "../machine/emulator.js";
 import { bootGuest } from "../machine/guest-session.js";
-import { GuestConsole } from "../machine/guest-console.js";
+import { startPlainV86 } from "./v86-peer.js";
 
 const mode = process.argv[2] ?? "vstor";
 const script = "cat /proc/uptime\n";
@@ -22,22 +20,14 @@ if (mode === "vstor") {
   await s.stop();
   console.log(JSON.stringify({ booted: s.timings.booted, ready: s.timings.ready, scriptEnd: end }));
 } else {
-  const emulator = new V86(v86Options({ script, guestEnv: { VSTOR_MODE: "agent" } }) as never) as unknown as {
-    add_listener(e: string, f: (b: number) => void): void;
-    serial0_send(s: string): void;
-    stop(): Promise<void>;
-    destroy(): Promise<void>;
-  };
-  const c = new GuestConsole((t) => emulator.serial0_send(t));
-  emulator.add_listener("serial0-output-byte", (b) => c.onByte(b));
+  const { console: c, stop } = startPlainV86(script);
   await c.waitFor("@@VSTOR BOOTED", 300_000);
   const booted = since();
   await c.waitFor("@@VSTOR READY", 300_000);
   const ready = since();
   await c.result("0", 300_000);
   const end = since();
-  await emulator.stop();
-  await emulator.destroy();
+  await stop();
   console.log(JSON.stringify({ booted, ready, scriptEnd: end }));
 }
 process.exit(0);

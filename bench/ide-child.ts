@@ -15,15 +15,13 @@
  * synchronous part of each fs.read / fs.write call (the libuv thread-pool submission). This wraps
  * v86 internals (cpu.main_loop, cpu.io.port_*) in every mode; leave it off for the headline figures.
  */
-import { readSync, openSync, closeSync, fstatSync, writeFileSync, readdirSync, readFileSync } from "node:fs";
+import { openSync, closeSync, fstatSync, writeFileSync, readdirSync, readFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { join } from "node:path";
-import { V86 } from "v86";
-import { v86Options } from "../machine/emulator.js";
 import { bootGuest } from "../machine/guest-session.js";
-import { GuestConsole } from "../machine/guest-console.js";
 import { IdeController } from "../devices/ide/controller.js";
+import { readImageBuffer, startPlainV86 } from "./v86-peer.js";
 import { openRaw, type RawBackend } from "../media/formats/raw/raw.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
@@ -283,13 +281,7 @@ if (mode === "vstor") {
 } else {
   let hda: Record<string, unknown>;
   if (mode === "v86-buffer") {
-    const fd = openSync(image, "r");
-    const size = fstatSync(fd).size;
-    const buf = new ArrayBuffer(size);
-    const view = new Uint8Array(buf);
-    for (let pos = 0; pos < size; ) pos += readSync(fd, view, pos, Math.min(16 * MiB, size - pos), pos);
-    closeSync(fd);
-    hda = { buffer: buf };
+    hda = { buffer: readImageBuffer(image) };
   } else if (mode === "v86-async") {
     const fd = openSync(image, "r");
     const size = fstatSync(fd).size;
@@ -298,16 +290,9 @@ if (mode === "vstor") {
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
-  const emulator = new V86({ ...v86Options({ script, guestEnv: { VSTOR_MODE: "agent" } }), hda } as never) as unknown as Emu & {
-    add_listener(e: string, f: (b: number) => void): void;
-    serial0_send(s: string): void;
-    stop(): Promise<void>;
-    destroy(): Promise<void>;
-  };
+  const { emulator, console: c } = startPlainV86(script, { hda });
   emu = emulator;
-  const c = new GuestConsole((t) => emulator.serial0_send(t));
   c.onLine = onLine;
-  emulator.add_listener("serial0-output-byte", (b) => c.onByte(b));
   await c.waitFor("@@VSTOR BOOTED", 300_000);
   booted = since();
   await c.waitFor("@@VSTOR READY", 300_000);

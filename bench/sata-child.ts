@@ -8,21 +8,17 @@
  * The guest runs vstor-io workloads from a boot script; vstor-io times its own I/O loop with the
  * guest clock. Prints one JSON line: { mode, results: { workload: { mbps, iops } }, output }.
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { V86 } from "v86";
 import { AhciController } from "../devices/ahci/index.js";
 import { IdeController } from "../devices/ide/controller.js";
-import { v86Options } from "../machine/emulator.js";
-import { GuestConsole } from "../machine/guest-console.js";
 import { bootGuest } from "../machine/guest-session.js";
 import type { BlockBackend } from "../media/block.js";
 import { openRaw } from "../media/formats/raw/raw.js";
 import { withoutHostCache } from "../media/io/file-io.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { readImageBuffer, startPlainV86 } from "./v86-peer.js";
 
 const mode = process.argv[2] ?? "ahci";
 const image = process.argv[3]!;
-const MiB = 1 << 20;
 
 /** name → vstor-io arguments. The region is the first 200 MiB of the 256 MiB image. */
 export const SATA_WORKLOADS: Record<string, string> = {
@@ -38,23 +34,9 @@ const script = Object.entries(SATA_WORKLOADS)
 
 let output: string;
 if (mode === "v86-buffer") {
-  const fd = openSync(image, "r");
-  const size = fstatSync(fd).size;
-  const buf = new ArrayBuffer(size);
-  const view = new Uint8Array(buf);
-  for (let pos = 0; pos < size; ) pos += readSync(fd, view, pos, Math.min(16 * MiB, size - pos), pos);
-  closeSync(fd);
-  const emulator = new V86({ ...v86Options({ script, guestEnv: { VSTOR_MODE: "agent" } }), hda: { buffer: buf } } as never) as unknown as {
-    add_listener(e: string, f: (b: number) => void): void;
-    serial0_send(s: string): void;
-    stop(): Promise<void>;
-    destroy(): Promise<void>;
-  };
-  const c = new GuestConsole((t) => emulator.serial0_send(t));
-  emulator.add_listener("serial0-output-byte", (b) => c.onByte(b));
-  output = (await c.result("0", 900_000)).output;
-  await emulator.stop();
-  await emulator.destroy();
+  const v86 = startPlainV86(script, { hda: { buffer: readImageBuffer(image) } });
+  output = (await v86.console.result("0", 900_000)).output;
+  await v86.stop();
 } else {
   const opener = mode === "ahci-nocache" ? withoutHostCache(new NodeFileOpener()) : new NodeFileOpener();
   const medium: BlockBackend = await openRaw(opener, image);

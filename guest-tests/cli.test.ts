@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
+import { waitForText } from "./support/pty-wait.js";
 import { beforeAll, describe, expect, it } from "vitest";
 
 const home = mkdtempSync(join(tmpdir(), "vstor-home-"));
@@ -18,22 +19,6 @@ function vstor(...args: string[]) {
   return spawnSync(process.execPath, [cli, ...args], { env, encoding: "utf8", timeout: 300_000 });
 }
 
-/** Resolves when `text` shows up in what the pty has printed so far (or fails after timeoutMs). */
-function expectOutput(get: () => string, text: string | RegExp, timeoutMs: number): Promise<void> {
-  const hit = () => (typeof text === "string" ? get().includes(text) : text.test(get()));
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const poll = setInterval(() => {
-      if (hit()) {
-        clearInterval(poll);
-        resolve();
-      } else if (Date.now() - t0 > timeoutMs) {
-        clearInterval(poll);
-        reject(new Error(`timed out waiting for ${text}; console so far:\n${get().slice(-4000)}`));
-      }
-    }, 100);
-  });
-}
 
 beforeAll(() => {
   const b = spawnSync(process.execPath, ["build.mjs"], { encoding: "utf8" });
@@ -65,17 +50,17 @@ describe("vstor machine verbs", () => {
     let screen = "";
     term.onData((d) => (screen += d));
     const exited = new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));
-    await expectOutput(() => screen, "@@VSTOR READY", 240_000);
+    await waitForText(() => screen, "@@VSTOR READY", 240_000);
     await new Promise((r) => setTimeout(r, 1000));
     term.write("echo $((6*7))-answer\r");
-    await expectOutput(() => screen, "42-answer", 60_000);
+    await waitForText(() => screen, "42-answer", 60_000);
 
     const info = JSON.parse(vstor("showvminfo", "alpha", "--json").stdout) as { state: string };
     expect(info.state).toBe("running");
 
     const mark = screen.length;
     expect(vstor("controlvm", "alpha", "reset").status).toBe(0);
-    await expectOutput(() => screen.slice(mark), "@@VSTOR BOOTED", 240_000);
+    await waitForText(() => screen.slice(mark), "@@VSTOR BOOTED", 240_000);
 
     const off = vstor("controlvm", "alpha", "poweroff");
     expect(off.status, off.stderr).toBe(0);

@@ -11,6 +11,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pty from "node-pty";
+import { waitForText } from "./support/pty-wait.js";
 import { beforeAll, describe, expect, it } from "vitest";
 
 const home = mkdtempSync(join(tmpdir(), "vstor-sata-home-"));
@@ -28,21 +29,6 @@ function ok(...args: string[]): string {
   return r.out;
 }
 
-function expectOutput(get: () => string, text: string | RegExp, timeoutMs: number): Promise<void> {
-  const hit = () => (typeof text === "string" ? get().includes(text) : text.test(get()));
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const poll = setInterval(() => {
-      if (hit()) {
-        clearInterval(poll);
-        resolve();
-      } else if (Date.now() - t0 > timeoutMs) {
-        clearInterval(poll);
-        reject(new Error(`timed out waiting for ${text}; console so far:\n${get().slice(-4000)}`));
-      }
-    }, 100);
-  });
-}
 
 beforeAll(() => {
   const b = spawnSync(process.execPath, ["build.mjs"], { encoding: "utf8" });
@@ -72,11 +58,11 @@ describe("a SATA machine booted from its VDI by SeaBIOS, driven through the CLI"
     let screen = "";
     term.onData((d) => (screen += d));
     const exited = new Promise<number>((resolve) => term.onExit((e) => resolve(e.exitCode)));
-    await expectOutput(() => screen, /SYSLINUX \d/, 240_000);
-    await expectOutput(() => screen, "interactive shell", 240_000);
+    await waitForText(() => screen, /SYSLINUX \d/, 240_000);
+    await waitForText(() => screen, "interactive shell", 240_000);
     await new Promise((r) => setTimeout(r, 1000));
     term.write("cat /proc/cmdline; echo sda=$(cat /sys/block/sda/size) sr0=$(cat /sys/block/sr0/device/model)\r");
-    await expectOutput(() => screen, /sda=262144 sr0=CD-ROM/, 60_000);
+    await waitForText(() => screen, /sda=262144 sr0=CD-ROM/, 60_000);
     expect(screen).toContain("vstor.boot=disk");
 
     // Hot-plug from another process, through the running VM's control channel.
@@ -84,23 +70,23 @@ describe("a SATA machine booted from its VDI by SeaBIOS, driven through the CLI"
     expect(plug.status, plug.out).toBe(0);
     expect(plug.out).toMatch(/Hot-plugged medium/);
     term.write("for i in $(seq 1 100); do [ -b /dev/sdb ] && break; sleep 0.1; done; echo sdb=$(cat /sys/block/sdb/size)\r");
-    await expectOutput(() => screen, "sdb=32768", 60_000);
+    await waitForText(() => screen, "sdb=32768", 60_000);
     expect(ok("showvminfo", "sata")).toMatch(/port 2 device 0: disk \{[0-9a-f-]{36}\}, hot-pluggable/);
     // A disk attached without --hotpluggable cannot be pulled while the machine runs.
     expect(vstor("storageattach", "sata", "--storagectl", "SATA", "--port", "0", "--type", "hdd", "--medium", "none").out).toMatch(/not hot-pluggable|hot-plug/);
     const unplug = vstor("storageattach", "sata", "--storagectl", "SATA", "--port", "2", "--type", "hdd", "--medium", "none");
     expect(unplug.status, unplug.out).toBe(0);
     term.write("for i in $(seq 1 100); do [ -b /dev/sdb ] || break; sleep 0.1; done; [ -b /dev/sdb ] || echo sdb-gone\r");
-    await expectOutput(() => screen, "sdb-gone", 60_000);
+    await waitForText(() => screen, "sdb-gone", 60_000);
     expect(ok("showvminfo", "sata")).not.toMatch(/port 2 device 0/);
 
     const mark = screen.length;
     ok("controlvm", "sata", "reset");
-    await expectOutput(() => screen.slice(mark), /SYSLINUX \d/, 240_000);
-    await expectOutput(() => screen.slice(mark), "interactive shell", 240_000);
+    await waitForText(() => screen.slice(mark), /SYSLINUX \d/, 240_000);
+    await waitForText(() => screen.slice(mark), "interactive shell", 240_000);
     await new Promise((r) => setTimeout(r, 1000));
     term.write("echo $((6*7))-after-reset\r");
-    await expectOutput(() => screen.slice(mark), "42-after-reset", 60_000);
+    await waitForText(() => screen.slice(mark), "42-after-reset", 60_000);
 
     ok("controlvm", "sata", "poweroff");
     expect(await exited).toBe(0);

@@ -7,6 +7,7 @@
  * testbench imports (devices/ may use the testbench only in *.test.ts).
  */
 import type { TaskFile } from "../ata/task-file.js";
+import { lba48Regs } from "../ata/test-support.js";
 import { headerFlags, prdFlags, type PrdSpec } from "./command-list.js";
 import { encodeH2d } from "./fis.js";
 import { CMD_HEADER_SIZE, CMD_TABLE, GHC, HBA_REG, PORT_BASE, PORT_REG, PORT_STRIDE, PRD_SIZE, PxCMD, PxIS, RX_FIS } from "./registers.js";
@@ -53,20 +54,7 @@ export type H2dRegs = Partial<Omit<TaskFile, "status" | "error">>;
 
 /** Task file of a 48-bit LBA command. */
 export function lba48(command: number, lba: number, count: number, extra: H2dRegs = {}): H2dRegs {
-  const high = Math.floor(lba / 0x1000000);
-  return {
-    command,
-    count: count & 0xff,
-    hobCount: count >> 8 & 0xff,
-    lbaLow: lba & 0xff,
-    lbaMid: lba >>> 8 & 0xff,
-    lbaHigh: lba >>> 16 & 0xff,
-    hobLbaLow: high & 0xff,
-    hobLbaMid: high >>> 8 & 0xff,
-    hobLbaHigh: high >>> 16 & 0xff,
-    device: 0x40,
-    ...extra,
-  };
+  return { ...lba48Regs(command, lba, count), ...extra };
 }
 
 /** Task file of a 28-bit LBA command. */
