@@ -1,0 +1,6 @@
+/** The VMDK format: open, create, probe, chains. */
+export { isVmdk, openVmdk, openVmdkChain, type VmdkOpenOptions } from "./vmdk-open.js";
+export { createVmdk, parentLinkOf, SPLIT_SIZE, type VmdkCreateOptions, type VmdkVariant } from "./vmdk-create.js";
+export { VmdkImage, cidUuid } from "./vmdk-image.js";
+export { VmdkDescriptor, type ExtentLine } from "./descriptor.js";
+export type { Inflate } from "./sparse-extent.js";
