@@ -1,0 +1,543 @@
+/**
+ * A qcow2 image (version 2 or 3) as a BlockBackend and a chain layer, over a FileIo.
+ *
+ * - Metadata is loaded whole at open and kept in memory (qcow2-store.ts), written back in
+ *   crash-safe order by flush() and close(). Opening validates everything and writes nothing.
+ * - Writes into a stored cluster go in place. A cluster not stored here gets a new cluster at the
+ *   end of the file: the whole cluster is written (the rest of it from the layers below, from the
+ *   decompressed old data, or zeros), then the L2 entry points at it. One allocation per cluster
+ *   at a time: concurrent writers into it wait for the first (copy-on-write happens once).
+ * - Compressed clusters are read (and rewritten uncompressed on write) through an injected
+ *   `inflate` (node/inflate.ts on Node): codecs here have no zlib.
+ * - Not writable (refused at a read-write open, read-only is fine): images with internal
+ *   snapshots, with the dirty bit (lazy refcounts: the refcounts need a repair first) or with the
+ *   corrupt bit set.
+ * - Backing files: the image names its backing file and format (backingFile, backingFormat); the
+ *   caller opens that and links it with attachBacking(), then chains them (media/chain.ts). qcow2
+ *   has no UUIDs: this image's UUID is made up per open, and the parent link is what attachBacking
+ *   was given. Used alone, clusters not stored here read as zeros.
+ */
+import { MediumError, checkRequest, type Extent } from "../../block.js";
+import type { FileIo, FileOpener } from "../../io/file-io.js";
+import { queued } from "../../io/request-queue.js";
+import type { BlockState, FillBelow, LayeredImage, ParentLink } from "../../chain.js";
+import { randomUuid } from "../uuid.js";
+import { asMediumError, isZero, readFully } from "../vdi/vdi-store.js";
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, clusterSize, newHeader, serializeHeader, type Qcow2Header } from "./header.js";
+import { readQcow2Metadata } from "./qcow2-metadata.js";
+import { Qcow2Store } from "./qcow2-store.js";
+import { ZERO_FLAG, type ClusterMapping } from "./tables.js";
+
+export { isQcow2 } from "./header.js";
+
+/** Inflate a raw deflate stream into at least `clusterSize` bytes (qcow2's zlib compression). */
+export type Inflate = (compressed: Uint8Array, clusterSize: number) => Uint8Array | Promise<Uint8Array>;
+
+export interface Qcow2OpenOptions {
+  readOnly?: boolean;
+  maxInFlight?: number;
+  /** Needed to read compressed clusters (node/inflate.ts); without it they are "unsupported". */
+  inflate?: Inflate;
+  /** This image's UUID in a chain (made up when absent: qcow2 stores none). */
+  uuid?: string;
+}
+
+export interface Qcow2CreateOptions {
+  /** Virtual size in bytes, a multiple of 512. */
+  size: number;
+  /** A power of two from 512 bytes to 2 MiB; 64 KiB by default. */
+  clusterSize?: number;
+  /** 3 by default (what qemu creates); 2 for old readers. */
+  version?: 2 | 3;
+  /** Make a differencing image over this file (name as stored: relative to the image's folder, or absolute). */
+  backing?: { file: string; format?: string };
+  maxInFlight?: number;
+  inflate?: Inflate;
+  uuid?: string;
+}
+
+/** The parent UUID a child reports until attachBacking() links it (no image has it). */
+export const UNLINKED_PARENT = "00000000-0000-4000-8000-00000000b0cf";
+
+export class Qcow2Image implements LayeredImage {
+  readonly sectorSize = 512;
+  /** Discarded whole clusters read as zeros; partial ones keep their data. */
+  readonly discardZeroes = false;
+  readonly readOnly: boolean;
+  readonly uuid: string;
+  private readonly store: Qcow2Store;
+  private readonly inflate?: Inflate;
+  private readonly busy = new Map<number, Promise<void>>();
+  private readonly unstoredWrites = new Map<number, Promise<unknown>>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private link: ParentLink | null = null;
+  private session: Promise<void> | null = null;
+  private closed = false;
+  private lastInflated: { host: number; data: Uint8Array } | null = null;
+
+  private constructor(store: Qcow2Store, readOnly: boolean, options: { inflate?: Inflate; uuid?: string }) {
+    this.store = store;
+    this.readOnly = readOnly;
+    this.inflate = options.inflate;
+    this.uuid = options.uuid ?? randomUuid();
+  }
+
+  static async open(rawFile: FileIo, options: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
+    const file = queued(rawFile, { maxInFlight: options.maxInFlight });
+    const readOnly = !!options.readOnly || file.readOnly;
+    const ctx = { path: file.path };
+    try {
+      const { store } = await readQcow2Metadata(file);
+      const h = store.header;
+      if (!readOnly) {
+        if (h.nbSnapshots > 0) throw new MediumError("unsupported", `qcow2 image has ${h.nbSnapshots} internal snapshots: writing is not supported, open it read-only`, ctx);
+        if (h.incompatible & INCOMPAT_CORRUPT) throw new MediumError("corrupt", "qcow2 image is marked corrupt: open it read-only, or repair it with qemu-img check -r all", ctx);
+        if (h.incompatible & INCOMPAT_DIRTY) {
+          throw new MediumError("unsupported", "qcow2 image is marked dirty (lazy refcounts not brought up to date): repair it with qemu-img check -r all, or open it read-only", ctx);
+        }
+      }
+      return new Qcow2Image(store, readOnly, options);
+    } catch (e) {
+      throw asMediumError(e, file.path, "open");
+    }
+  }
+
+  /** Create a new image in an empty file: header, refcount table and block, L1 table. */
+  static async create(rawFile: FileIo, options: Qcow2CreateOptions): Promise<Qcow2Image> {
+    const ctx = { path: rawFile.path };
+    const file = queued(rawFile, { maxInFlight: options.maxInFlight });
+    if (file.readOnly) throw new MediumError("read-only", "cannot create an image in a read-only file", ctx);
+    const header = newHeader(
+      { size: options.size, clusterSize: options.clusterSize, version: options.version, backingFile: options.backing?.file, backingFormat: options.backing?.format },
+      ctx,
+    );
+    serializeHeader({ ...header }, ctx); // refuse a name that does not fit before writing anything
+    const cs = clusterSize(header);
+    header.refcountTableOffset = cs;
+    header.refcountTableClusters = 1;
+    const store = new Qcow2Store(file, header, new Float64Array(header.l1Size), new Float64Array(cs / 8), 2 * cs);
+    store.reference(0);
+    store.reference(cs);
+    header.l1TableOffset = store.allocate(Math.max(1, Math.ceil((header.l1Size * 8) / cs)));
+    store.markAllDirty();
+    try {
+      await store.flushMetadata();
+    } catch (e) {
+      throw asMediumError(e, file.path, "create");
+    }
+    return new Qcow2Image(store, false, options);
+  }
+
+  // --- identity -------------------------------------------------------------------------------
+
+  get path(): string {
+    return this.store.path;
+  }
+  get header(): Readonly<Qcow2Header> {
+    return this.store.header;
+  }
+  get size(): number {
+    return this.store.header.size;
+  }
+  get blockSize(): number {
+    return this.store.cs;
+  }
+  get clusterSize(): number {
+    return this.store.cs;
+  }
+  get version(): 2 | 3 {
+    return this.store.header.version;
+  }
+  /** The backing file's name as stored (relative names are relative to this image's folder). */
+  get backingFile(): string | null {
+    return this.store.header.backingFile;
+  }
+  /** The backing file's format as stored ("qcow2", "raw", ...), null when the image does not say. */
+  get backingFormat(): string | null {
+    return this.store.header.backingFormat;
+  }
+  /** qcow2 records no modification stamp: the UUID stands in. */
+  get modifyUuid(): string {
+    return this.uuid;
+  }
+  get parentUuid(): string | null {
+    if (this.backingFile === null) return null;
+    return this.link?.uuid ?? UNLINKED_PARENT;
+  }
+  get parentModifyUuid(): string | null {
+    if (this.backingFile === null) return null;
+    return this.link?.modifyUuid ?? UNLINKED_PARENT;
+  }
+
+  /** Link the opened backing file (memory only: the file names it already). */
+  attachBacking(parent: { uuid: string; modifyUuid: string }): void {
+    if (this.backingFile === null) throw new MediumError("unsupported", "qcow2 image has no backing file", { path: this.path });
+    this.link = { uuid: parent.uuid, modifyUuid: parent.modifyUuid };
+  }
+
+  /**
+   * null: become a base image (the backing file name is removed from the header, after a merge).
+   * A link: re-link in memory; the stored name stays (use setBackingFile to change it).
+   */
+  async setParent(link: ParentLink | null): Promise<void> {
+    if (link !== null) {
+      this.attachBacking(link);
+      return;
+    }
+    await this.setBackingFile(null);
+    this.link = null;
+  }
+
+  /** Change the backing file name and format stored in the header (null: none). Written at once. */
+  async setBackingFile(file: string | null, format: string | null = null): Promise<void> {
+    this.checkWritable();
+    const h = this.store.header;
+    const before = { backingFile: h.backingFile, backingFormat: h.backingFormat };
+    h.backingFile = file;
+    h.backingFormat = file === null ? null : format;
+    try {
+      serializeHeader({ ...h }, { path: this.path });
+      this.store.headerDirty = true;
+      await this.store.flushMetadata();
+    } catch (e) {
+      Object.assign(h, before);
+      throw asMediumError(e, this.path, "header write");
+    }
+  }
+
+  // --- BlockBackend -----------------------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.readOnly) throw new MediumError("read-only", "image is opened read-only", { path: this.path });
+  }
+
+  /**
+   * The first change clears autoclear feature bits (bitmaps we do not keep up to date), durably,
+   * before any data is written: what the bits promise stops being true.
+   */
+  private beginSession(): Promise<void> {
+    if (!this.session) {
+      this.session = (async () => {
+        if (this.store.header.autoclear === 0n) return;
+        this.store.header.autoclear = 0n;
+        this.store.headerDirty = true;
+        await this.store.flushMetadata();
+      })().catch((e) => {
+        this.session = null;
+        throw asMediumError(e, this.path, "header write");
+      });
+    }
+    return this.session;
+  }
+
+  private async waitUnstored(offset: number, length: number): Promise<void> {
+    if (this.unstoredWrites.size === 0) return;
+    const cs = this.blockSize;
+    const waits: Promise<unknown>[] = [];
+    for (let c = Math.floor(offset / cs); c * cs < offset + length; c++) {
+      const p = this.unstoredWrites.get(c);
+      if (p) waits.push(p);
+    }
+    if (waits.length) await Promise.allSettled(waits);
+  }
+
+  pendingWrite(index: number): Promise<unknown> | undefined {
+    return this.unstoredWrites.get(index);
+  }
+
+  async read(offset: number, buf: Uint8Array): Promise<void> {
+    this.checkOpen();
+    checkRequest(this, offset, buf.length, this.path);
+    await this.waitUnstored(offset, buf.length);
+    const cs = this.blockSize;
+    const reads: Promise<void>[] = [];
+    for (let done = 0; done < buf.length; ) {
+      const abs = offset + done;
+      const index = Math.floor(abs / cs);
+      const inCluster = abs - index * cs;
+      const n = Math.min(cs - inCluster, buf.length - done);
+      reads.push(this.readMapped(this.store.lookup(index), inCluster, buf.subarray(done, done + n)));
+      done += n;
+    }
+    await Promise.all(reads);
+  }
+
+  /** Bytes of one cluster as mapped: zeros where nothing is stored here. */
+  private async readMapped(m: ClusterMapping, inCluster: number, dst: Uint8Array): Promise<void> {
+    if (m.kind === "unallocated" || m.kind === "zero") {
+      dst.fill(0);
+      return;
+    }
+    if (m.kind === "compressed") {
+      const data = await this.decompress(m);
+      dst.set(data.subarray(inCluster, inCluster + dst.length));
+      return;
+    }
+    try {
+      const n = await readFully(this.store.file, m.host + inCluster, dst);
+      dst.fill(0, n); // qemu reads a cluster cut short by the end of the file as zeros past it
+    } catch (e) {
+      throw asMediumError(e, this.path, "read");
+    }
+  }
+
+  private async decompress(m: { host: number; length: number }): Promise<Uint8Array> {
+    const cached = this.lastInflated;
+    if (cached && cached.host === m.host) return cached.data;
+    if (!this.inflate) throw new MediumError("unsupported", "qcow2 image has compressed clusters and no inflate was given to read them", { path: this.path });
+    const src = new Uint8Array(m.length);
+    let n: number;
+    try {
+      n = await readFully(this.store.file, m.host, src);
+    } catch (e) {
+      throw asMediumError(e, this.path, "read");
+    }
+    let out: Uint8Array;
+    try {
+      out = await this.inflate(src.subarray(0, n), this.blockSize);
+    } catch (e) {
+      throw new MediumError("corrupt", `qcow2 compressed cluster at ${m.host} does not inflate: ${e instanceof Error ? e.message : e}`, { path: this.path, offset: m.host, cause: e });
+    }
+    if (out.length < this.blockSize) throw new MediumError("corrupt", `qcow2 compressed cluster at ${m.host} inflates to ${out.length} bytes, not ${this.blockSize}`, { path: this.path, offset: m.host });
+    const data = out.subarray(0, this.blockSize);
+    this.lastInflated = { host: m.host, data };
+    return data;
+  }
+
+  /** Remember `job` until it settles: flush waits for it, and reads of clusters it allocates wait too. */
+  private track<T>(first: number, last: number, job: Promise<T>): Promise<T> {
+    const watched: number[] = [];
+    for (let c = first; c <= last; c++) {
+      if (this.store.lookup(c).kind !== "data") {
+        this.unstoredWrites.set(c, job);
+        watched.push(c);
+      }
+    }
+    this.inflight.add(job);
+    const forget = () => {
+      this.inflight.delete(job);
+      for (const c of watched) if (this.unstoredWrites.get(c) === job) this.unstoredWrites.delete(c);
+    };
+    job.then(forget, forget);
+    return job;
+  }
+
+  async write(offset: number, buf: Uint8Array): Promise<void> {
+    this.checkWritable();
+    checkRequest(this, offset, buf.length, this.path);
+    if (buf.length === 0) return;
+    const cs = this.blockSize;
+    const job = (async () => {
+      await this.beginSession();
+      const parts: Promise<void>[] = [];
+      for (let done = 0; done < buf.length; ) {
+        const abs = offset + done;
+        const index = Math.floor(abs / cs);
+        const inCluster = abs - index * cs;
+        const n = Math.min(cs - inCluster, buf.length - done);
+        parts.push(this.writeInCluster(index, inCluster, buf.subarray(done, done + n), async () => undefined));
+        done += n;
+      }
+      await Promise.all(parts);
+    })();
+    await this.track(Math.floor(offset / cs), Math.floor((offset + buf.length - 1) / cs), job);
+  }
+
+  private async writeInCluster(index: number, inCluster: number, data: Uint8Array, fillBelow: FillBelow): Promise<void> {
+    const s = this.store;
+    for (;;) {
+      const m = s.lookup(index);
+      if (m.kind === "data" && s.refcount(m.host / s.cs) === 1) {
+        try {
+          await s.file.write(m.host + inCluster, data);
+        } catch (e) {
+          throw asMediumError(e, this.path, "write");
+        }
+        return;
+      }
+      const pending = this.busy.get(index);
+      if (pending) {
+        await pending.catch(() => undefined);
+        continue;
+      }
+      const job = this.allocate(index, inCluster, data, m, fillBelow);
+      this.busy.set(index, job);
+      try {
+        await job;
+      } finally {
+        this.busy.delete(index);
+      }
+      return;
+    }
+  }
+
+  private async allocate(index: number, inCluster: number, data: Uint8Array, m: ClusterMapping, fillBelow: FillBelow): Promise<void> {
+    const s = this.store;
+    const cs = s.cs;
+    const covered = Math.min(cs, this.size - index * cs);
+    const whole = inCluster === 0 && data.length >= covered;
+    const cluster = new Uint8Array(cs);
+    if (!whole) {
+      if (m.kind === "compressed") cluster.set(await this.decompress(m));
+      else if (m.kind === "data") await this.readMapped(m, 0, cluster); // shared (refcount > 1): copy before writing
+      else if (m.kind === "unallocated") await fillBelow(cluster);
+    }
+    cluster.set(data, inCluster);
+    const hasBacking = this.backingFile !== null;
+    if (isZero(cluster)) {
+      // Zeros need no storage: nothing where nothing shows through, a zero flag (v3) where a backing file would.
+      if (m.kind === "unallocated" && !hasBacking) return;
+      if (m.kind === "zero" && m.host === 0) return;
+      if (this.version === 3) {
+        s.setMapping(index, 0, ZERO_FLAG);
+        s.release(m);
+        return;
+      }
+    }
+    try {
+      if (m.kind === "zero" && m.host !== 0) {
+        // A preallocated zero cluster: fill it in place, then drop the flag.
+        await s.file.write(m.host, cluster);
+        s.setMapping(index, m.host);
+        return;
+      }
+      const host = s.allocate(1);
+      await s.file.write(host, cluster);
+      s.setMapping(index, host);
+      s.release(m);
+    } catch (e) {
+      throw asMediumError(e, this.path, "write");
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    if (this.readOnly) return;
+    await Promise.allSettled([...this.inflight]);
+    try {
+      await this.store.flushMetadata();
+    } catch (e) {
+      throw asMediumError(e, this.path, "flush");
+    }
+  }
+
+  /**
+   * Drop whole clusters inside the range: unallocated (no backing file) or zero-flagged (v3 with
+   * a backing file, which must stay hidden). Their host clusters are released. Partial clusters,
+   * and v2 images with a backing file, keep their data.
+   */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable();
+    checkRequest(this, offset, length, this.path);
+    const cs = this.blockSize;
+    const first = Math.ceil(offset / cs);
+    const end = offset + length;
+    const last = end === this.size ? Math.ceil(end / cs) : Math.floor(end / cs);
+    const hasBacking = this.backingFile !== null;
+    if (first >= last || (hasBacking && this.version === 2)) return;
+    const job = (async () => {
+      await this.beginSession();
+      for (let i = first; i < last; i++) {
+        while (this.busy.has(i)) await this.busy.get(i)!.catch(() => undefined);
+        const m = this.store.lookup(i);
+        if (m.kind === "unallocated" && !hasBacking) continue;
+        if (m.kind === "zero" && m.host === 0) continue;
+        this.store.setMapping(i, 0, hasBacking ? ZERO_FLAG : 0);
+        this.store.release(m);
+      }
+    })();
+    this.inflight.add(job);
+    const forget = () => this.inflight.delete(job);
+    job.then(forget, forget);
+    await job;
+  }
+
+  async allocatedExtents(): Promise<Extent[]> {
+    this.checkOpen();
+    const out: Extent[] = [];
+    const cs = this.blockSize;
+    const per = this.store.l2Entries;
+    for (const li of [...this.store.l2.keys()].sort((a, b) => a - b)) {
+      for (let i = li * per; i < (li + 1) * per && i * cs < this.size; i++) {
+        const state = this.blockState(i);
+        if (state === "unallocated") continue;
+        const offset = i * cs;
+        const length = Math.min(cs, this.size - offset);
+        const prev = out[out.length - 1];
+        if (prev && prev.state === state && prev.offset + prev.length === offset) prev.length += length;
+        else out.push({ offset, length, state });
+      }
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await Promise.allSettled([...this.inflight]);
+      if (!this.readOnly) await this.store.flushMetadata();
+    } catch (e) {
+      throw asMediumError(e, this.path, "close");
+    } finally {
+      await this.store.file.close();
+    }
+  }
+
+  // --- chain layer ------------------------------------------------------------------------------
+
+  blockState(index: number): BlockState {
+    if (index * this.blockSize >= this.size) return "unallocated";
+    const m = this.store.lookup(index);
+    if (m.kind === "unallocated") return "unallocated";
+    return m.kind === "zero" ? "zero" : "data";
+  }
+
+  async readBlockPart(index: number, offsetInBlock: number, buf: Uint8Array): Promise<void> {
+    this.checkOpen();
+    const m = this.store.lookup(index);
+    if (m.kind === "unallocated") throw new MediumError("corrupt", `cluster ${index} is not stored in this image`, { path: this.path });
+    await this.readMapped(m, offsetInBlock, buf);
+  }
+
+  async writeBlockPart(index: number, offsetInBlock: number, data: Uint8Array, fillBelow: FillBelow): Promise<void> {
+    this.checkWritable();
+    const cs = this.blockSize;
+    if (index * cs + offsetInBlock + data.length > this.size || offsetInBlock + data.length > cs) {
+      throw new MediumError("out-of-bounds", `write of ${data.length} bytes at cluster ${index}+${offsetInBlock} is outside the image`, { path: this.path });
+    }
+    const job = (async () => {
+      await this.beginSession();
+      await this.writeInCluster(index, offsetInBlock, data, fillBelow);
+    })();
+    await this.track(index, index, job);
+  }
+}
+
+/** Open a qcow2 file through an opener; the file is closed again if the image is refused. */
+export async function openQcow2(opener: FileOpener, path: string, options: Qcow2OpenOptions & { direct?: boolean } = {}): Promise<Qcow2Image> {
+  const file = await opener.open(path, { readOnly: options.readOnly, direct: options.direct });
+  try {
+    return await Qcow2Image.open(file, options);
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Create a qcow2 file (it must not exist); on failure the partial file is removed. */
+export async function createQcow2(opener: FileOpener, path: string, options: Qcow2CreateOptions & { direct?: boolean }): Promise<Qcow2Image> {
+  const file = await opener.open(path, { create: true, direct: options.direct });
+  try {
+    return await Qcow2Image.create(file, options);
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    await opener.remove(path).catch(() => undefined);
+    throw e;
+  }
+}
