@@ -1,10 +1,12 @@
 /**
  * Differencing images: a chain of layers (top -> ... -> base) seen as one BlockBackend.
- * Generic over `LayeredImage`, which VDI implements (VMDK and VHD later).
+ * Generic over `LayeredImage`, which VDI and VHD implement (VMDK later).
  *
  * - Reads: for each block, the first layer (from the top) that stores data or a zero marker
  *   answers; unallocated blocks fall through; below the base, zeros. Deciding where a block lives
- *   is an in-memory lookup per layer (`blockState`), never file I/O.
+ *   is an in-memory lookup per layer (`blockState`), never file I/O. A layer that records presence
+ *   per sector inside a stored block (VHD's sector bitmaps) says which parts it stores
+ *   (`storedRuns`); the other parts of that block fall through like an unallocated block.
  * - Writes go to the top. A partial write to a block the top does not store is completed with
  *   the rest of the block read from below (copy-on-write); the layer does that exactly once per
  *   block even with concurrent writers (`writeBlockPart` takes a per-block lock).
@@ -28,6 +30,12 @@ export interface ParentLink {
   modifyUuid: string;
 }
 
+/** A run of bytes inside a block, stored in this layer or not (then read from below). */
+export interface StoredRun {
+  length: number;
+  stored: boolean;
+}
+
 /** Fills a whole-block buffer (covering virtual bytes [index*blockSize, +blockSize)) from the layers below. */
 export type FillBelow = (block: Uint8Array) => Promise<void>;
 
@@ -46,11 +54,19 @@ export interface LayeredImage extends BlockBackend {
   readonly parentModifyUuid: string | null;
   /** Where block `index` lives, from memory (no I/O). Blocks past this layer's size are "unallocated". */
   blockState(index: number): BlockState;
-  /** Read from a block whose state is "data". */
+  /**
+   * Optional, for formats that record presence per sector inside a stored block (VHD): the parts
+   * of [offsetInBlock, offsetInBlock+length) of a "data" block this layer stores, as consecutive
+   * runs covering the range in order; `stored: false` runs read from the layers below. From
+   * memory, no I/O. Absent: a "data" block is stored whole.
+   */
+  storedRuns?(index: number, offsetInBlock: number, length: number): StoredRun[];
+  /** Read from a block whose state is "data" (only from its stored runs, if it has storedRuns). */
   readBlockPart(index: number, offsetInBlock: number, buf: Uint8Array): Promise<void>;
   /**
    * Write into block `index`. If the block is not stored in this layer and the write does not
-   * cover it, the layer calls `fillBelow` (once, under its per-block lock) for the rest of it.
+   * cover it, the layer calls `fillBelow` (once, under its per-block lock) for the rest of it,
+   * unless it has storedRuns (then the rest simply stays not stored).
    */
   writeBlockPart(index: number, offsetInBlock: number, data: Uint8Array, fillBelow: FillBelow): Promise<void>;
   /**
@@ -103,7 +119,15 @@ export async function readFromLayer(layers: readonly LayeredImage[], from: numbe
       const n = Math.min(bs - inBlock, dst.length - pos, layer.size - abs);
       const part = dst.subarray(pos, pos + n);
       const state = layer.blockState(index);
-      if (state === "data") reads.push(layer.readBlockPart(index, inBlock, part));
+      if (state === "data" && layer.storedRuns) {
+        let at = 0;
+        for (const run of layer.storedRuns(index, inBlock, n)) {
+          const sub = part.subarray(at, at + run.length);
+          if (run.stored) reads.push(layer.readBlockPart(index, inBlock + at, sub));
+          else visit(level + 1, abs + at, sub);
+          at += run.length;
+        }
+      } else if (state === "data") reads.push(layer.readBlockPart(index, inBlock, part));
       else if (state === "zero") part.fill(0);
       else visit(level + 1, abs, part);
       pos += n;
@@ -298,7 +322,14 @@ export function chainExtents(layers: readonly LayeredImage[], from: number): Ext
       const n = Math.min((index + 1) * bs, end) - abs;
       const state = layer.blockState(index);
       if (state === "unallocated") visit(level + 1, abs, n);
-      else push(abs, n, state);
+      else if (state === "data" && layer.storedRuns) {
+        let at = abs;
+        for (const run of layer.storedRuns(index, abs - index * bs, n)) {
+          if (run.stored) push(at, run.length, "data");
+          else visit(level + 1, at, run.length);
+          at += run.length;
+        }
+      } else push(abs, n, state);
       abs += n;
     }
   };
@@ -376,7 +407,22 @@ export async function mergeChildIntoParent(layers: readonly LayeredImage[], chil
     const state = child.blockState(b);
     if (state === "unallocated") continue;
     const start = b * bs;
-    const buf = new Uint8Array(Math.min(bs, child.size - start));
+    const length = Math.min(bs, child.size - start);
+    if (state === "data" && child.storedRuns) {
+      // Only the parts the child stores: the rest of the parent's block stays as it is.
+      let at = 0;
+      for (const run of child.storedRuns(b, 0, length)) {
+        if (run.stored) {
+          const part = new Uint8Array(run.length);
+          await child.readBlockPart(b, at, part);
+          await writeToLayer(layers, childIndex + 1, start + at, part);
+        }
+        at += run.length;
+      }
+      options.onProgress?.(b + 1, total);
+      continue;
+    }
+    const buf = new Uint8Array(length);
     if (state === "data") await child.readBlockPart(b, 0, buf);
     await writeToLayer(layers, childIndex + 1, start, buf);
     options.onProgress?.(b + 1, total);
@@ -413,7 +459,22 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
   for (let b = 0; b < total; b++) {
     const start = b * bs;
     const length = Math.min(bs, child.size - start);
-    if (child.blockState(b) !== "unallocated" || !storesAny(parent, start, length)) continue;
+    const state = child.blockState(b);
+    if (state === "data" && child.storedRuns && storesAny(parent, start, length)) {
+      // The parts of a stored block the child does not store come from the parent.
+      let at = 0;
+      for (const run of child.storedRuns(b, 0, length)) {
+        if (!run.stored) {
+          const part = new Uint8Array(run.length);
+          await readFromLayer(layers, childIndex + 1, start + at, part);
+          await writeToLayer(layers, childIndex, start + at, part);
+        }
+        at += run.length;
+      }
+      options.onProgress?.(b + 1, total);
+      continue;
+    }
+    if (state !== "unallocated" || !storesAny(parent, start, length)) continue;
     const buf = new Uint8Array(length);
     await readFromLayer(layers, childIndex + 1, start, buf);
     await writeToLayer(layers, childIndex, start, buf);
