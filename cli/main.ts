@@ -29,7 +29,10 @@ Machines:
       runs: change or eject a DVD disc, or hot-plug/unplug a disk on a SATA port
 
 Media:
-  createmedium disk --filename FILE --size MB [--format VDI|RAW] [--variant Standard|Fixed] [--json]
+  createmedium disk --filename FILE --size MB [--format VDI|VMDK|VHD|HDD|QCOW2|RAW]
+               [--variant Standard|Fixed|Split2G[,Fixed]] [--json]
+      HDD is Parallels; Split2G is VMDK only; QCOW2 is Standard only. Formats are
+      detected by content, never by file name
   createmedium disk --filename FILE --diffparent UUID|FILE [--json]
   showmediuminfo [disk] FILE|UUID [--json]
   list hdds [--json]
@@ -38,7 +41,8 @@ Media:
   checkmedium [disk] FILE|UUID [--json]
       read-only check; exit 0: no errors (leaked space and a modified parent are
       warnings; qemu-img check would exit 3 for leaks), 2: corrupt or broken chain
-  clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|RAW] [--variant Standard|Fixed] [--existing] [--json]
+  clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|VMDK|VHD|HDD|QCOW2|RAW]
+              [--variant Standard|Fixed|Split2G[,Fixed]] [--existing] [--json]
       copy what the guest sees (a differencing chain flattened) into a new image with a
       new UUID (default: the source's format), or with --existing into an existing
       medium at least as large, keeping its UUID; alias clonehd

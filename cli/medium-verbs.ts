@@ -4,6 +4,7 @@
  */
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError, type ParsedArgs } from "./args.js";
 import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
+import { parseFormat } from "../media/formats.js";
 import { progress } from "./progress.js";
 import type { Out } from "./vm-verbs.js";
 
@@ -11,10 +12,26 @@ const MiB = 1024 * 1024;
 
 function formatOpt(v: string | undefined): MediumFormat | undefined {
   if (v === undefined) return undefined;
-  const f = v.toUpperCase();
-  if (f !== "VDI" && f !== "RAW") throw new UsageError(`--format ${v}: supported formats are VDI and RAW`);
+  const f = parseFormat(v);
+  if (!f) throw new UsageError(`--format ${v}: supported formats are VDI, VMDK, VHD, HDD (Parallels), QCOW2 and RAW`);
   return f;
 }
+
+/** `--variant Standard|Fixed|Split2G`, comma-separated as VBoxManage takes it (Split2G,Fixed). */
+function variantOpt(v: string | undefined): { variant?: "Standard" | "Fixed"; split?: boolean } {
+  if (v === undefined) return {};
+  const parts = v.split(",").map((p) => p.trim().toLowerCase());
+  if (!parts.every((p) => p === "standard" || p === "fixed" || p === "split2g")) throw new UsageError(`--variant ${v}: Standard, Fixed, Split2G or Split2G,Fixed`);
+  return { variant: parts.includes("fixed") ? "Fixed" : "Standard", ...(parts.includes("split2g") ? { split: true } : {}) };
+}
+
+const VARIANT_TEXT: Record<string, string> = {
+  Fixed: "fixed default",
+  Diff: "differencing default",
+  Split2G: "dynamic split2G",
+  "Split2G,Fixed": "fixed split2G",
+  Stream: "stream optimized",
+};
 
 function describe(m: MediumInfo): string {
   return [
@@ -23,7 +40,7 @@ function describe(m: MediumInfo): string {
     `State:          created`,
     `Location:       ${m.location}`,
     `Storage format: ${m.format}`,
-    `Format variant: ${m.variant === "Fixed" ? "fixed default" : m.variant === "Diff" ? "differencing default" : "dynamic default"}`,
+    `Format variant: ${VARIANT_TEXT[m.variant] ?? "dynamic default"}`,
     `Capacity:       ${Math.round(m.size / MiB)} MBytes`,
     `Size on disk:   ${Math.round(m.fileSize / MiB)} MBytes`,
     ...(m.children.length ? [`Child UUIDs:    ${m.children.join("\n                ")}`] : []),
@@ -39,8 +56,7 @@ export async function createmedium(argv: string[], out: Out): Promise<number> {
   const path = requireOpt(args, "filename");
   const sizeMb = optNumber(args, "size");
   const sizeBytes = optNumber(args, "sizebyte");
-  const variant = optString(args, "variant") ?? "Standard";
-  if (variant !== "Standard" && variant !== "Fixed") throw new UsageError(`--variant ${variant}: Standard or Fixed`);
+  const { variant, split } = variantOpt(optString(args, "variant"));
   const parent = optString(args, "diffparent");
   if (!parent && sizeMb === undefined && sizeBytes === undefined) throw new UsageError("--size MB (or --sizebyte) is required");
   const info = await new MediumManager().create({
@@ -48,6 +64,7 @@ export async function createmedium(argv: string[], out: Out): Promise<number> {
     format: formatOpt(optString(args, "format")),
     size: sizeBytes ?? (sizeMb !== undefined ? sizeMb * MiB : undefined),
     variant,
+    split,
     parent,
   });
   out(args.options.has("json") ? JSON.stringify(info) + "\n" : `Medium created. UUID: ${info.uuid}\n`);
@@ -156,7 +173,7 @@ export async function modifymedium(argv: string[], out: Out): Promise<number> {
  * holding what the guest sees on SOURCE, or with --existing, written into an existing medium.
  */
 export async function clonemedium(argv: string[], out: Out): Promise<number> {
-  const usage = "clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|RAW] [--variant Standard|Fixed] [--existing] [--json]";
+  const usage = "clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|VMDK|VHD|HDD|QCOW2|RAW] [--variant Standard|Fixed|Split2G] [--existing] [--json]";
   const args = parseArgs(argv, ["existing", "json"]);
   allowOnly(args, ["format", "variant", "existing", "json"]);
   const pos = args.positional;
@@ -164,8 +181,7 @@ export async function clonemedium(argv: string[], out: Out): Promise<number> {
   if (kind === "dvd" || kind === "floppy") throw new UsageError(`clonemedium ${kind}: only disks are supported`);
   if (!source || !target || pos.length > 3 || (kind !== "disk" && kind !== "hdd")) throw new UsageError(usage);
   const format = formatOpt(optString(args, "format"));
-  const variant = optString(args, "variant");
-  if (variant !== undefined && variant !== "Standard" && variant !== "Fixed") throw new UsageError(`--variant ${variant}: Standard or Fixed`);
+  const { variant, split } = variantOpt(optString(args, "variant"));
   const existing = args.options.has("existing");
   if (existing && (format || variant)) throw new UsageError("--format and --variant cannot be used with --existing");
   const bar = progress("Cloning");
@@ -174,6 +190,7 @@ export async function clonemedium(argv: string[], out: Out): Promise<number> {
     info = await new MediumManager().clone(source, target, {
       format,
       variant,
+      split,
       existing,
       onProgress: (done, total) => bar.update(Math.ceil(done / MiB), Math.ceil(total / MiB), "MBytes copied"),
     });

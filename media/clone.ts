@@ -13,25 +13,59 @@
 import { MediumError, type BlockBackend, type Extent } from "./block.js";
 import type { FileOpener } from "./io/file-io.js";
 import { DEFAULT_MAX_IN_FLIGHT } from "./io/request-queue.js";
+import { createParallels } from "./formats/parallels/parallels-image.js";
+import { createQcow2 } from "./formats/qcow2/qcow2-image.js";
 import { createRaw } from "./formats/raw/raw.js";
 import { createVdi } from "./formats/vdi/vdi-image.js";
+import { createVhd } from "./formats/vhd/vhd-image.js";
+import { createVmdk } from "./formats/vmdk/index.js";
 
 export type ImageVariant = "Standard" | "Fixed";
 
 export interface CreateImageOptions {
   /** Virtual size in bytes. */
   size: number;
-  /** Standard: dynamic (VDI) or a sparse file (RAW); Fixed: all space taken now. */
+  /** Standard: dynamic/sparse; Fixed: all space taken (or reserved) now. */
   variant: ImageVariant;
+  /** VMDK only: split into 2 GB pieces (twoGbMaxExtent*); other formats refuse it. */
+  split?: boolean;
 }
+
+const noSplit = (format: string, path: string, o: CreateImageOptions): void => {
+  if (o.split) throw new MediumError("unsupported", `${format} images cannot be split (Split2G is VMDK only)`, { path });
+};
 
 /** Make a new image that reads as zeros everywhere, open read-write; the file must not exist. */
 export type CreateImage = (opener: FileOpener, path: string, options: CreateImageOptions) => Promise<BlockBackend>;
 
 /** The formats vstor can create, and how. A new format adds its line here. */
 export const IMAGE_CREATORS = {
-  VDI: (opener, path, o) => createVdi(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" }),
-  RAW: (opener, path, o) => createRaw(opener, path, o.size, { preallocate: o.variant === "Fixed" }),
+  VDI: async (opener, path, o) => {
+    noSplit("VDI", path, o);
+    return createVdi(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" });
+  },
+  VMDK: (opener, path, o) => {
+    const fixed = o.variant === "Fixed";
+    const variant = o.split ? (fixed ? "twoGbMaxExtentFlat" : "twoGbMaxExtentSparse") : fixed ? "monolithicFlat" : "monolithicSparse";
+    return createVmdk(opener, path, { size: o.size, variant });
+  },
+  VHD: async (opener, path, o) => {
+    noSplit("VHD", path, o);
+    return createVhd(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" });
+  },
+  HDD: async (opener, path, o) => {
+    noSplit("HDD", path, o);
+    return createParallels(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" });
+  },
+  QCOW2: async (opener, path, o) => {
+    noSplit("QCOW2", path, o);
+    if (o.variant === "Fixed") throw new MediumError("unsupported", "QCOW2 images are created Standard (no preallocation)", { path });
+    return createQcow2(opener, path, { size: o.size });
+  },
+  RAW: async (opener, path, o) => {
+    noSplit("RAW", path, o);
+    return createRaw(opener, path, o.size, { preallocate: o.variant === "Fixed" });
+  },
 } satisfies Record<string, CreateImage>;
 
 export type ImageFormat = keyof typeof IMAGE_CREATORS;
@@ -185,6 +219,7 @@ export interface NewImage {
   path: string;
   format: ImageFormat;
   variant?: ImageVariant;
+  split?: boolean;
 }
 
 /**
@@ -198,7 +233,7 @@ export async function cloneToNew(source: BlockBackend, target: NewImage, options
   }
   const create: CreateImage | undefined = IMAGE_CREATORS[target.format];
   if (!create) throw new MediumError("unsupported", `cannot create ${String(target.format)} images`, { path });
-  const image = await create(opener, path, { size: source.size, variant: target.variant ?? "Standard" });
+  const image = await create(opener, path, { size: source.size, variant: target.variant ?? "Standard", split: target.split });
   try {
     const result = await copyMedium(source, image, { ...options, fresh: true });
     await image.close();

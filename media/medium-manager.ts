@@ -9,15 +9,26 @@ import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./cha
 import { IMAGE_CREATORS, cloneToNew, copyMedium, type CloneProgress } from "./clone.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
-import { openRaw } from "./formats/raw/raw.js";
-import { VDI_SIGNATURE, VdiImageType } from "./formats/vdi/header.js";
 import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
-import { createVdi, openVdi, type VdiImage } from "./formats/vdi/vdi-image.js";
+import { createVdi, openVdi } from "./formats/vdi/vdi-image.js";
+import {
+  asLayer,
+  bindParent,
+  detectFormat,
+  FORMATS,
+  linksByUuid,
+  openLayer,
+  parentFileOf,
+  probeFormat,
+  rawCheckReport,
+  storesUuid,
+  type MediumFormat,
+  type MediumVariant,
+} from "./formats.js";
 import type { MaintenanceProgress } from "./formats/vdi/vdi-maintenance.js";
 import { canonicalLocation, MediaRegistry, type MediumRecord } from "./registry.js";
 
-export type MediumFormat = "VDI" | "RAW";
-export type MediumVariant = "Standard" | "Fixed" | "Diff";
+export type { MediumFormat, MediumVariant } from "./formats.js";
 
 export interface MediumInfo {
   uuid: string;
@@ -39,6 +50,8 @@ export interface CreateMediumOptions {
   /** Bytes; a differencing image takes its parent's. */
   size?: number;
   variant?: "Standard" | "Fixed";
+  /** VMDK: split into 2 GB pieces. */
+  split?: boolean;
   /** UUID or path of the parent, for a differencing image. */
   parent?: string;
 }
@@ -47,6 +60,7 @@ export interface CloneMediumOptions {
   /** Default: the source's format (as VBoxManage, for formats it can create). */
   format?: MediumFormat;
   variant?: "Standard" | "Fixed";
+  split?: boolean;
   /** Write into this existing medium (at least as large as the source), keeping its UUID. */
   existing?: boolean;
   onProgress?: CloneProgress;
@@ -89,8 +103,6 @@ export interface MediumCheckReport {
   vdi?: VdiCheckReport[];
 }
 
-const VDI_SIGNATURE_OFFSET = 0x40;
-
 export class MediumManager {
   constructor(
     readonly registry = new MediaRegistry(),
@@ -99,26 +111,7 @@ export class MediumManager {
 
   /** Detect a file's format from its content. */
   async detectFormat(path: string): Promise<MediumFormat> {
-    const kind = await this.sniff(path);
-    if (kind === "damaged VDI") {
-      // A VDI pre-header whose signature is damaged: never fall back to raw for it.
-      throw new MediumError("corrupt", "looks like a VDI image (pre-header text) but its signature is wrong", { path });
-    }
-    return kind;
-  }
-
-  private async sniff(path: string): Promise<MediumFormat | "damaged VDI"> {
-    const f = await this.opener.open(path, { readOnly: true });
-    try {
-      const head = new Uint8Array(512);
-      const n = await f.read(0, head);
-      const sig = n >= VDI_SIGNATURE_OFFSET + 4 ? new DataView(head.buffer).getUint32(VDI_SIGNATURE_OFFSET, true) : 0;
-      if (sig === VDI_SIGNATURE) return "VDI";
-      if (n >= 40 && new TextDecoder().decode(head.subarray(0, 40)).startsWith("<<< ") && head.subarray(0, 40).includes(0x56)) return "damaged VDI";
-      return "RAW";
-    } finally {
-      await f.close();
-    }
+    return detectFormat(this.opener, path);
   }
 
   async create(o: CreateMediumOptions): Promise<MediumInfo> {
@@ -126,7 +119,7 @@ export class MediumManager {
     if (o.parent) {
       if (format !== "VDI") throw new MediumError("unsupported", `differencing images are VDI here, not ${format}`, { path: o.path });
       const parentRec = this.requireRecord(o.parent);
-      const parent = await this.openLayer(parentRec.location, true);
+      const parent = await openVdi(this.opener, parentRec.location, { readOnly: true });
       try {
         const child = await createVdi(this.opener, o.path, {
           size: parent.size,
@@ -138,7 +131,7 @@ export class MediumManager {
       }
     } else {
       if (!o.size || o.size % 512) throw new MediumError("out-of-bounds", `size ${o.size} must be a positive multiple of 512`, { path: o.path });
-      const img = await IMAGE_CREATORS[format](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard" });
+      const img = await IMAGE_CREATORS[format](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
       await img.close();
     }
     return this.register(o.path);
@@ -147,25 +140,35 @@ export class MediumManager {
   /** Add an existing image to the registry (refused if its UUID is known elsewhere). */
   async register(path: string): Promise<MediumInfo> {
     const format = await this.detectFormat(path);
-    if (format === "RAW") {
-      const known = this.registry.findByLocation(path);
-      const rec = known ?? this.registry.register({ uuid: randomUUID(), location: path, format, deviceType: "hdd" });
-      return this.describe(rec);
-    }
-    const img = await this.openLayer(path, true);
+    const known = this.registry.findByLocation(path);
+    // Formats that store no UUID (qcow2, Parallels, raw, qemu's VMDKs) keep the registry's.
+    const img = await FORMATS[format].open(this.opener, path, { readOnly: true, uuid: known?.uuid ?? randomUUID() });
     try {
-      this.registry.checkIdentity(img.uuid, path);
+      const layer = asLayer(img);
+      if (!layer || !storesUuid(img)) {
+        if (known && known.format === format) return this.describe(known);
+      } else {
+        this.registry.checkIdentity(layer.uuid, path);
+      }
       const rec = this.registry.register({
-        uuid: img.uuid,
+        uuid: layer?.uuid ?? known?.uuid ?? randomUUID(),
         location: path,
         format,
         deviceType: "hdd",
-        parentUuid: img.parentUuid ?? undefined,
+        parentUuid: layer ? this.registeredParentUuid(layer) : undefined,
       });
       return this.describe(rec);
     } finally {
       await img.close();
     }
+  }
+
+  /** A child's parent as the registry knows it: by the UUID it stores, else by the file it names. */
+  private registeredParentUuid(layer: LayeredImage): string | undefined {
+    if (layer.parentUuid === null) return undefined;
+    if (linksByUuid(layer)) return layer.parentUuid;
+    const file = parentFileOf(layer);
+    return file ? this.registry.findByLocation(file)?.uuid : undefined;
   }
 
   requireRecord(uuidOrPath: string): MediumRecord {
@@ -174,37 +177,51 @@ export class MediumManager {
     return rec;
   }
 
-  private async openLayer(path: string, readOnly: boolean): Promise<VdiImage> {
-    return openVdi(this.opener, path, { readOnly });
-  }
-
   /**
-   * Open a medium for I/O: a raw image, a VDI, or a differencing VDI with its parents (found by
-   * UUID in the registry, opened read-only). Identity is checked before anything is written.
+   * Open a medium of any format for I/O; a differencing image with its parents (opened
+   * read-only): found by the UUID the child stores in the registry (VDI, VHD, VMDK's
+   * ddb.uuid.parent), else by the file it names next to itself (VHD parent name, VMDK
+   * parentFileNameHint, qcow2 backing file). Identity is checked before anything is written.
    */
   async open(uuidOrPath: string, options: { readOnly?: boolean } = {}): Promise<BlockBackend> {
-    const path = this.registry.find(uuidOrPath)?.location ?? uuidOrPath;
+    const rec = this.registry.find(uuidOrPath);
+    const path = rec?.location ?? uuidOrPath;
     const format = await this.detectFormat(path);
-    if (format === "RAW") return openRaw(this.opener, path, { readOnly: options.readOnly });
-    const top = await this.openLayer(path, !!options.readOnly);
+    const uuid = (rec ?? this.registry.findByLocation(path))?.uuid;
+    const img = await FORMATS[format].open(this.opener, path, { readOnly: !!options.readOnly, uuid });
+    const top = asLayer(img);
+    if (!top) return img;
     try {
-      this.registry.checkIdentity(top.uuid, path);
+      if (storesUuid(img)) this.registry.checkIdentity(top.uuid, path);
       if (top.parentUuid === null) return top;
-      return await openChain(top, (uuid) => this.openParent(uuid), { readOnly: options.readOnly });
+      return await openChain(top, (puuid, child) => this.openParent(puuid, child), { readOnly: options.readOnly });
     } catch (e) {
       await top.close().catch(() => undefined);
       throw e;
     }
   }
 
-  private async openParent(uuid: string): Promise<LayeredImage> {
-    const rec = this.registry.findByUuid(uuid);
-    if (!rec) throw new MediumError("not-found", `parent {${uuid}} is not registered`);
-    const img = await this.openLayer(rec.location, true);
-    if (img.uuid !== uuid) {
-      await img.close();
-      throw new MediumError("corrupt", `${rec.location} is registered as {${uuid}} but carries {${img.uuid}}`, { path: rec.location });
+  private async openParent(uuid: string, child: LayeredImage): Promise<LayeredImage> {
+    const rec = linksByUuid(child) ? this.registry.findByUuid(uuid) : undefined;
+    if (rec) {
+      const img = await openLayer(this.opener, rec.location, { readOnly: true, uuid: rec.uuid });
+      if (img.uuid !== uuid) {
+        await img.close();
+        throw new MediumError("corrupt", `${rec.location} is registered as {${uuid}} but carries {${img.uuid}}`, { path: rec.location });
+      }
+      return img;
     }
+    const file = parentFileOf(child);
+    if (!file || !(await this.opener.exists(file))) {
+      const named = file ? ` (nor is ${file}, the file it names, there)` : "";
+      throw new MediumError("not-found", `parent {${uuid}} of ${child.path} is not registered${named}`, { path: child.path });
+    }
+    const img = await openLayer(this.opener, file, { readOnly: true, uuid: this.registry.findByLocation(file)?.uuid });
+    if (linksByUuid(child) && img.uuid !== uuid) {
+      await img.close();
+      throw new MediumError("not-found", `${child.path} names parent {${uuid}}, but ${file} carries {${img.uuid}}`, { path: child.path });
+    }
+    bindParent(child, img);
     return img;
   }
 
@@ -218,19 +235,22 @@ export class MediumManager {
     if (rec.format === "RAW") {
       return { uuid: rec.uuid, location: rec.location, format: "RAW", variant: "Fixed", size: fileSize, fileSize, children };
     }
-    const img = await this.openLayer(rec.location, true);
+    const format = rec.format as MediumFormat;
+    const img = await FORMATS[format].open(this.opener, rec.location, { readOnly: true, uuid: rec.uuid });
     try {
-      const variant: MediumVariant = img.type === VdiImageType.fixed ? "Fixed" : img.isDifferencing ? "Diff" : "Standard";
+      const layer = asLayer(img);
+      const variant: MediumVariant = await FORMATS[format].variantOf(img);
+      const parentUuid = layer ? (this.registeredParentUuid(layer) ?? rec.parentUuid) : undefined;
       return {
-        uuid: img.uuid,
+        uuid: layer?.uuid ?? rec.uuid,
         location: canonicalLocation(rec.location),
-        format: "VDI",
+        format,
         variant,
         size: img.size,
         fileSize,
-        parentUuid: img.parentUuid ?? undefined,
+        ...(parentUuid ? { parentUuid } : {}),
         children,
-        modifyUuid: img.modifyUuid,
+        ...(layer ? { modifyUuid: layer.modifyUuid } : {}),
       };
     } finally {
       await img.close();
@@ -262,7 +282,7 @@ export class MediumManager {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "resize is implemented for VDI images", { path: rec.location });
     this.refuseIfParent(rec, "resized");
-    const img = await this.openLayer(rec.location, false);
+    const img = await openVdi(this.opener, rec.location, { readOnly: false });
     try {
       await img.resize(size, options);
       await img.flush();
@@ -275,7 +295,7 @@ export class MediumManager {
     const rec = this.requireRecord(uuidOrPath);
     if (rec.format !== "VDI") throw new MediumError("unsupported", "compact is implemented for VDI images", { path: rec.location });
     this.refuseIfParent(rec, "compacted");
-    const img = await this.openLayer(rec.location, false);
+    const img = await openVdi(this.opener, rec.location, { readOnly: false });
     try {
       await img.compact(options);
       await img.flush();
@@ -291,8 +311,8 @@ export class MediumManager {
    * leaves the registry as it was and removes a new image.
    */
   async clone(source: string, target: string, options: CloneMediumOptions = {}): Promise<MediumInfo> {
-    const { existing, variant, onProgress } = options;
-    if (existing && (options.format || variant)) throw new MediumError("unsupported", "an existing target keeps its format and variant", { path: target });
+    const { existing, variant, split, onProgress } = options;
+    if (existing && (options.format || variant || split)) throw new MediumError("unsupported", "an existing target keeps its format and variant", { path: target });
     const srcRec = this.registry.find(source);
     const srcPath = srcRec?.location ?? source;
     if (!srcRec && !(await this.opener.exists(srcPath))) {
@@ -303,7 +323,7 @@ export class MediumManager {
     const src = await this.open(srcPath, { readOnly: true });
     try {
       if (!existing) {
-        await cloneToNew(src, { opener: this.opener, path: target, format, variant }, { onProgress });
+        await cloneToNew(src, { opener: this.opener, path: target, format, variant, split }, { onProgress });
         return await this.registerClone(target, newSource).catch(async (e: unknown) => {
           await this.opener.remove(target).catch(() => undefined);
           throw e;
@@ -349,32 +369,9 @@ export class MediumManager {
     const rec = this.registry.find(uuidOrPath);
     const path = rec?.location ?? uuidOrPath;
     const location = canonicalLocation(path);
-    const kind = await this.sniff(location);
-    if (kind === "RAW") {
-      const fileSize = await this.fileSize(location);
-      const issues: CheckIssue[] = [];
-      if (fileSize % 512) {
-        issues.push({
-          severity: "warning",
-          code: "odd-size",
-          location,
-          message: `${location}: ${fileSize} bytes is not a whole number of 512-byte sectors; the last ${fileSize % 512} bytes read as a sector padded with zeros`,
-        });
-      }
-      return {
-        location,
-        format: "RAW",
-        ...(rec ? { uuid: rec.uuid } : {}),
-        registered: !!rec,
-        variant: "Fixed",
-        size: Math.ceil(fileSize / 512) * 512,
-        fileSize,
-        chain: [],
-        corrupt: false,
-        leakedBytes: 0,
-        issues,
-      };
-    }
+    const { format: kind, damaged } = await probeFormat(this.opener, location);
+    if (kind !== "VDI" && kind !== "RAW") return this.checkByOpening(kind, damaged, location, rec);
+    if (kind === "RAW") return rawCheckReport(location, await this.fileSize(location), rec?.uuid);
 
     const issues: CheckIssue[] = [];
     const reports: VdiCheckReport[] = [];
@@ -424,6 +421,34 @@ export class MediumManager {
     }
     report.corrupt = issues.some((i) => i.severity === "error");
     report.leakedBytes = reports.reduce((n, r) => n + r.leakedBytes, 0);
+    return report;
+  }
+
+  /**
+   * Formats other than VDI: usable when the medium (with its chain) opens read-only, corrupt
+   * with the error the open refuses it with. Leaks are not counted here.
+   */
+  private async checkByOpening(format: MediumFormat, damaged: boolean, location: string, rec: MediumRecord | undefined): Promise<MediumCheckReport> {
+    const issues: CheckIssue[] = [];
+    const report: MediumCheckReport = { location, format, registered: !!rec, fileSize: await this.fileSize(location), chain: [], corrupt: false, leakedBytes: 0, issues };
+    if (damaged) {
+      issues.push({ severity: "error", code: "corrupt", location, message: `${location}: looks like a ${format} image but its signature is damaged` });
+    } else {
+      try {
+        const b = await this.open(location, { readOnly: true });
+        try {
+          const layers = b instanceof ImageChain ? b.layers : [b];
+          Object.assign(report, { uuid: asLayer(layers[0]!)?.uuid ?? rec?.uuid, size: b.size, variant: await FORMATS[format].variantOf(layers[0]!) });
+          report.chain = (layers.slice(1) as LayeredImage[]).map((l) => ({ uuid: l.uuid, location: canonicalLocation(l.path) }));
+        } finally {
+          await b.close();
+        }
+      } catch (e) {
+        if (!(e instanceof MediumError)) throw e;
+        issues.push({ severity: "error", code: e.kind, location, message: `${location}: ${e.message}` });
+      }
+    }
+    report.corrupt = issues.length > 0;
     return report;
   }
 
