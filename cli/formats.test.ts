@@ -83,6 +83,10 @@ describe("image formats through the medium verbs", () => {
       }
       const shown = await run(showmediuminfo, p);
       expect(shown).toMatchObject({ format, uuid: info.uuid });
+      // checkmedium: the format's own checker (VHD, qcow2, Parallels) finds nothing wrong.
+      const report = await new MediumManager().check(p);
+      expect(report.issues, JSON.stringify(report.issues)).toEqual([]);
+      expect(report.corrupt).toBe(false);
     });
   }
 

@@ -7,15 +7,18 @@
 import { dirname, isAbsolute, resolve } from "node:path";
 import { MediumError, type BlockBackend } from "./block.js";
 import type { LayeredImage } from "./chain.js";
-import type { FileOpener } from "./io/file-io.js";
+import type { FileIo, FileOpener } from "./io/file-io.js";
 import type { CheckIssue, MediumCheckReport } from "./medium-manager.js";
+import { checkParallels } from "./formats/parallels/parallels-check.js";
 import { isParallels, openParallels } from "./formats/parallels/parallels-image.js";
 import { nodeInflate as qcow2Inflate } from "./formats/qcow2/node/inflate.js";
+import { checkQcow2 } from "./formats/qcow2/qcow2-check.js";
 import { isQcow2, openQcow2, Qcow2Image } from "./formats/qcow2/qcow2-image.js";
 import { openRaw } from "./formats/raw/raw.js";
 import { VDI_SIGNATURE, VdiImageType } from "./formats/vdi/header.js";
 import { openVdi, VdiImage } from "./formats/vdi/vdi-image.js";
 import { openVhd, VhdImage } from "./formats/vhd/vhd-image.js";
+import { checkVhd } from "./formats/vhd/vhd-check.js";
 import { isVhd } from "./formats/vhd/vhd-metadata.js";
 import { isVmdk, openVmdk, VmdkImage } from "./formats/vmdk/index.js";
 import { nodeInflate as vmdkInflate } from "./formats/vmdk/node/zlib.js";
@@ -233,4 +236,38 @@ export function rawCheckReport(location: string, fileSize: number, uuid: string 
   }
   const size = Math.ceil(fileSize / 512) * 512;
   return { location, format: "RAW", ...(uuid ? { uuid } : {}), registered: !!uuid, variant: "Fixed", size, fileSize, chain: [], corrupt: false, leakedBytes: 0, issues };
+}
+
+/** What a format's own checker found in one file (no parents): errors, and leaked space. */
+export interface FileCheck {
+  errors: { kind: string; message: string }[];
+  leakedBytes: number;
+  warnings: string[];
+}
+
+/**
+ * The format's own read-only checker (VHD, qcow2, Parallels; VDI has its fuller report in the
+ * medium manager), or undefined where the format has none and opening is the check (VMDK).
+ */
+export function fileChecker(format: MediumFormat): ((file: FileIo) => Promise<FileCheck>) | undefined {
+  switch (format) {
+    case "VHD":
+      return async (file) => {
+        const r = await checkVhd(file);
+        return { errors: r.corruption ? [r.corruption] : [], leakedBytes: r.leakedBytes, warnings: [...r.leaks.map((l) => l.message), ...r.warnings] };
+      };
+    case "QCOW2":
+      return async (file) => {
+        const r = await checkQcow2(file);
+        return { errors: r.corruptions, leakedBytes: r.leakedClusters * r.clusterSize, warnings: r.leakedClusters ? [`${r.leakedClusters} leaked clusters (refcount above their references)`] : [] };
+      };
+    case "HDD":
+      return async (file) => {
+        const r = await checkParallels(file);
+        const warnings = [...(r.leakedBytes ? [`${r.leakedBytes} bytes no BAT entry uses`] : []), ...(r.unclean ? ["the image is marked in use (not closed cleanly)"] : [])];
+        return { errors: r.corruption ? [r.corruption] : [], leakedBytes: r.leakedBytes, warnings };
+      };
+    default:
+      return undefined;
+  }
 }

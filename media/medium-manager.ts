@@ -15,6 +15,7 @@ import {
   asLayer,
   bindParent,
   detectFormat,
+  fileChecker,
   FORMATS,
   linksByUuid,
   openLayer,
@@ -431,9 +432,21 @@ export class MediumManager {
   private async checkByOpening(format: MediumFormat, damaged: boolean, location: string, rec: MediumRecord | undefined): Promise<MediumCheckReport> {
     const issues: CheckIssue[] = [];
     const report: MediumCheckReport = { location, format, registered: !!rec, fileSize: await this.fileSize(location), chain: [], corrupt: false, leakedBytes: 0, issues };
+    const checker = fileChecker(format);
+    if (!damaged && checker) {
+      const file = await this.opener.open(location, { readOnly: true });
+      try {
+        const found = await checker(file);
+        for (const e of found.errors) issues.push({ severity: "error", code: e.kind, location, message: `${location}: ${e.message}` });
+        for (const w of found.warnings) issues.push({ severity: "warning", code: "leak", location, message: `${location}: ${w}` });
+        report.leakedBytes = found.leakedBytes;
+      } finally {
+        await file.close();
+      }
+    }
     if (damaged) {
       issues.push({ severity: "error", code: "corrupt", location, message: `${location}: looks like a ${format} image but its signature is damaged` });
-    } else {
+    } else if (!issues.some((i) => i.severity === "error")) {
       try {
         const b = await this.open(location, { readOnly: true });
         try {
@@ -448,7 +461,7 @@ export class MediumManager {
         issues.push({ severity: "error", code: e.kind, location, message: `${location}: ${e.message}` });
       }
     }
-    report.corrupt = issues.length > 0;
+    report.corrupt = issues.some((i) => i.severity === "error");
     return report;
   }
 
