@@ -35,6 +35,7 @@ Media:
       detected by content, never by file name
   createmedium disk --filename FILE --diffparent UUID|FILE [--json]
   showmediuminfo [disk] FILE|UUID [--json]
+  showmediuminfo dvd FILE [--json]          an ISO image: its volume ID, read-only
   list hdds [--json]
   modifymedium [disk] FILE|UUID --resize MB | --compact [--json]
   closemedium [disk] FILE|UUID [--delete] [--json]

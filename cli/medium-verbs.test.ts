@@ -443,3 +443,21 @@ describe("vstor clonemedium", () => {
     expect(vstor(["clonemedium", "dvd", raw, file("x.iso")]).status).toBe(2);
   });
 });
+
+describe("vstor showmediuminfo for CD/DVD images", () => {
+  it("shows an ISO's volume ID (with dvd, or found by content), and refuses a non-ISO as dvd", () => {
+    writeFileSync(file("iso-src.txt"), "hello\n");
+    const iso = file("media.iso");
+    const g = spawnSync("genisoimage", ["-quiet", "-V", "VSTOR_MEDIA_TEST", "-o", iso, file("iso-src.txt")]);
+    expect(g.status, String(g.stderr)).toBe(0);
+    const shown = vstorJson<{ format: string; volumeId: string; readOnly: boolean; size: number }>("showmediuminfo", "dvd", iso);
+    expect(shown).toMatchObject({ format: "ISO", volumeId: "VSTOR_MEDIA_TEST", readOnly: true });
+    expect(shown.size).toBe(statSync(iso).size);
+    expect(vstor(["showmediuminfo", iso]).stdout).toMatch(/Volume ID:\s+VSTOR_MEDIA_TEST/);
+    const notIso = file("not-an-iso.raw");
+    writeFileSync(notIso, new Uint8Array(64 * 1024));
+    const r = vstor(["showmediuminfo", "dvd", notIso]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("no ISO 9660 volume descriptor");
+  });
+});

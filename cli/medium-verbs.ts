@@ -7,6 +7,9 @@ import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumIn
 import { parseFormat } from "../media/formats.js";
 import { progress } from "./progress.js";
 import type { Out } from "./vm-verbs.js";
+import { resolve } from "node:path";
+import { ISO_SECTOR, openIso } from "../media/formats/iso/iso.js";
+import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
 const MiB = 1024 * 1024;
 
@@ -74,10 +77,47 @@ export async function createmedium(argv: string[], out: Out): Promise<number> {
 export async function showmediuminfo(argv: string[], out: Out): Promise<number> {
   const args = parseArgs(argv, ["json"]);
   allowOnly(args, ["json"]);
-  const target = diskTarget(args, "showmediuminfo [disk] FILE|UUID [--json]");
+  const [kind] = args.positional;
+  if (kind === "dvd" || (args.positional.length === 1 && (await looksLikeIso(kind!)))) return showDvdInfo(args, out);
+  const target = diskTarget(args, "showmediuminfo [disk|dvd] FILE|UUID [--json]");
   const mm = new MediumManager();
   const info = mm.registry.find(target) ? await mm.info(target) : await mm.register(target);
   out(args.options.has("json") ? JSON.stringify(info) + "\n" : describe(info));
+  return 0;
+}
+
+/** An ISO 9660 volume descriptor at sector 16 (the file is a CD/DVD image, shown as one). */
+async function looksLikeIso(path: string): Promise<boolean> {
+  try {
+    const { medium } = await openIso(new NodeFileOpener(), path);
+    await medium.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** showmediuminfo for a CD/DVD image: read-only ISO 9660 media with their volume ID. */
+async function showDvdInfo(args: ParsedArgs, out: Out): Promise<number> {
+  const path = args.positional.length === 2 ? args.positional[1] : args.positional[0];
+  if (!path || args.positional.length > 2) throw new UsageError("showmediuminfo dvd FILE [--json]");
+  const { medium, info } = await openIso(new NodeFileOpener(), path);
+  const size = medium.size;
+  await medium.close();
+  const shown = { location: resolve(path), format: "ISO", deviceType: "dvd", readOnly: true, size, sectorSize: ISO_SECTOR, volumeId: info.volumeId };
+  if (args.options.has("json")) out(JSON.stringify(shown) + "\n");
+  else {
+    out(
+      [
+        `Location:       ${shown.location}`,
+        `Storage format: ISO (ISO 9660, ${ISO_SECTOR}-byte sectors)`,
+        `Device type:    DVD, read-only`,
+        `Volume ID:      ${info.volumeId}`,
+        `Capacity:       ${Math.round(size / 1048576)} MBytes (${size} bytes)`,
+        "",
+      ].join("\n"),
+    );
+  }
   return 0;
 }
 
