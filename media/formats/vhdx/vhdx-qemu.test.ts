@@ -1,0 +1,119 @@
+/**
+ * Interop with qemu-img / qemu-io: VHDX images qemu makes (dynamic and fixed, 1 MiB and 32 MiB
+ * blocks), written across block boundaries and with zero writes, read byte for byte as
+ * `qemu-img convert -O raw` sees them. The files are not changed by opening them.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MediumError } from "../../block.js";
+import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { firstDiff } from "../vdi/test-support.js";
+import { openVhdx } from "./vhdx-image.js";
+import { isVhdx } from "./structures.js";
+
+const MiB = 1 << 20;
+const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
+const opener = new NodeFileOpener();
+let dir = "";
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vhdx-"));
+});
+afterAll(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+const file = (name: string) => path.join(dir, name);
+
+function run(cmd: string, ...args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+function qemuIo(p: string, ...cmds: string[]): void {
+  run("qemu-io", "-f", "vhdx", ...cmds.flatMap((c) => ["-c", c]), p);
+}
+
+async function expectReadsAsQemu(p: string): Promise<void> {
+  const raw = `${p}.raw`;
+  run("qemu-img", "convert", "-f", "vhdx", "-O", "raw", p, raw);
+  const want = fs.readFileSync(raw);
+  fs.rmSync(raw);
+  const before = fs.readFileSync(p);
+  const img = await openVhdx(opener, p);
+  try {
+    expect(img.size).toBe(want.length);
+    const got = new Uint8Array(img.size);
+    await img.read(0, got);
+    expect(firstDiff(got, want)).toBe(-1);
+    // Odd-sized reads straddling block boundaries.
+    const bs = img.blockSize;
+    for (const at of [bs - 512, 2 * bs - 4096, img.size - 1536]) {
+      if (at < 0 || at + 3072 > img.size) continue;
+      const part = new Uint8Array(3072);
+      await img.read(at, part);
+      expect(firstDiff(part, want.subarray(at, at + 3072))).toBe(-1);
+    }
+    // What allocatedExtents calls data covers every non-zero byte.
+    const mask = new Uint8Array(img.size);
+    for (const e of await img.allocatedExtents()) if (e.state === "data") mask.fill(1, e.offset, e.offset + e.length);
+    for (let i = 0; i < want.length; i += 4096) {
+      if (!mask[i] && want.subarray(i, i + 4096).some((b) => b !== 0)) throw new Error(`data at ${i} outside the allocated extents`);
+    }
+  } finally {
+    await img.close();
+  }
+  expect(Buffer.compare(fs.readFileSync(p), before)).toBe(0);
+}
+
+describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
+  const shapes: [string, number, string[]][] = [
+    ["dynamic-1M", 40 * MiB, ["subformat=dynamic", "block_size=1M"]],
+    ["dynamic-32M", 68 * MiB, ["subformat=dynamic", "block_size=32M"]],
+    ["dynamic-default", 72 * MiB + 512, ["subformat=dynamic"]],
+    ["fixed-1M", 12 * MiB, ["subformat=fixed", "block_size=1M"]],
+    ["fixed-32M", 70 * MiB, ["subformat=fixed", "block_size=32M"]],
+  ];
+  for (const [name, size, opts] of shapes) {
+    it(`reads a ${name} image qemu wrote across block boundaries`, async () => {
+      const p = file(`${name}.vhdx`);
+      run("qemu-img", "create", "-q", "-f", "vhdx", "-o", opts.join(","), p, String(size));
+      const head = fs.readFileSync(p).subarray(0, 8);
+      expect(isVhdx(head)).toBe(true);
+      await expectReadsAsQemu(p); // empty
+      const img = await openVhdx(opener, p);
+      const bs = img.blockSize;
+      expect(img.variant).toBe(opts[0] === "subformat=fixed" ? "fixed" : "dynamic");
+      expect(img.uuid).toMatch(/^[0-9a-f-]{36}$/);
+      await img.close();
+      qemuIo(
+        p,
+        "write -P 0x11 0 64k",
+        `write -P 0x22 ${bs - 4096} 8192`,
+        `write -P 0x33 ${2 * bs - 512} ${Math.min(bs + 1024, size - 2 * bs - 512)}`,
+        `write -P 0x44 ${size - 512} 512`,
+        `write -P 0x55 ${5 * MiB + 512} 3072`,
+      );
+      await expectReadsAsQemu(p);
+      qemuIo(p, `write -z ${bs - 2048} 4096`, `write -z ${2 * bs} ${Math.min(bs, size - 2 * bs - 512)}`);
+      await expectReadsAsQemu(p);
+    });
+  }
+
+  it("is refused writable, and opens read-only without changing the file", async () => {
+    const p = file("ro.vhdx");
+    run("qemu-img", "create", "-q", "-f", "vhdx", p, "8M");
+    const before = fs.readFileSync(p);
+    await expect(openVhdx(opener, p, { readOnly: false })).rejects.toMatchObject({ kind: "read-only" });
+    const img = await openVhdx(opener, p);
+    expect(img.readOnly).toBe(true);
+    for (const op of [img.write(0, new Uint8Array(512)), img.flush(), img.discard(0, 512)]) {
+      await expect(op).rejects.toBeInstanceOf(MediumError);
+      await expect(op).rejects.toMatchObject({ kind: "read-only" });
+    }
+    await img.close();
+    expect(Buffer.compare(fs.readFileSync(p), before)).toBe(0);
+  });
+});
