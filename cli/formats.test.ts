@@ -210,3 +210,52 @@ function garble(p: string, at: number, text: string): void {
   b.write(text, at, "latin1");
   writeFileSync(p, b);
 }
+
+describe("VHDX (read-only)", () => {
+  itq("a qemu-made VHDX is found by content, shown, and cloned to VDI equal to it; creating one is refused", async () => {
+    const p = file("hyperv.disk");
+    expect(qemu("qemu-img", "create", "-f", "vhdx", "-o", "block_size=1M", p, "8M").status).toBe(0);
+    const w = qemu("qemu-io", "-f", "vhdx", "-c", "write -P 0x5c 1048064 4096", "-c", "write -P 0x3a 6291456 65536", p);
+    expect(w.status, w.out).toBe(0);
+    const shown = await run(showmediuminfo, p);
+    expect(shown).toMatchObject({ format: "VHDX", size: 8 * 1024 * 1024 });
+    const out = file("from-vhdx.vdi");
+    const cloned = await run(clonemedium, p, out);
+    expect(cloned).toMatchObject({ format: "VDI" }); // the source's format cannot be created: VDI, as VBoxManage
+    const c = qemu("qemu-img", "compare", "-f", "vhdx", "-F", "vdi", p, out);
+    expect(c.status, c.out).toBe(0);
+    await expect(createmedium(["disk", "--filename", file("new.vhdx"), "--size", "8", "--format", "VHDX"], () => undefined)).rejects.toThrow(/cannot create/);
+  });
+});
+
+describe("createmedium --variant RawDisk", () => {
+  it("writes a VMDK over a host disk's partition (a file stands in for the disk), registered and readable", async () => {
+    const disk = file("hostdisk.img");
+    const data = Buffer.alloc(8 * 1024 * 1024, 0x11);
+    data.fill(0, 446, 510);
+    data[446 + 4] = 0x83;
+    data.writeUInt32LE(2048, 446 + 8);
+    data.writeUInt32LE(4096, 446 + 12);
+    data[462 + 4] = 0x83;
+    data.writeUInt32LE(8192, 462 + 8);
+    data.writeUInt32LE(4096, 462 + 12);
+    data.fill(0xaa, 2048 * 512, 6144 * 512);
+    data.fill(0xbb, 8192 * 512, 12288 * 512);
+    data[510] = 0x55;
+    data[511] = 0xaa;
+    writeFileSync(disk, data);
+    const desc = file("raw-part2.vmdk");
+    const info = await run(createmedium, "disk", "--filename", desc, "--variant", "RawDisk", "--property", `RawDrive=${disk}`, "--property", "Partitions=2");
+    expect(info).toMatchObject({ format: "VMDK", size: data.length });
+    const b = await new MediumManager().open(desc, { readOnly: true });
+    const at = async (sector: number) => {
+      const s = new Uint8Array(512);
+      await b.read(sector * 512, s);
+      return s[0];
+    };
+    expect([await at(2048), await at(8192), await at(0)]).toEqual([0, 0xbb, 0x11]); // partition 1 hidden, 2 shown, sector 0 from the MBR copy
+    await b.close();
+    expect(readFileSync(file("raw-part2-pt.vmdk")).length).toBe(2048 * 512);
+    await expect(createmedium(["disk", "--filename", file("x.vmdk"), "--variant", "RawDisk"], () => undefined)).rejects.toThrow(/RawDrive/);
+  });
+});

@@ -34,6 +34,7 @@ Media:
       HDD is Parallels; Split2G is VMDK only; QCOW2 is Standard only. Formats are
       detected by content, never by file name
   createmedium disk --filename FILE --diffparent UUID|FILE [--json]
+  createmedium disk --filename FILE.vmdk --variant RawDisk --property RawDrive=DEV [--property Partitions=1,3]
   showmediuminfo [disk] FILE|UUID [--json]
   showmediuminfo dvd FILE [--json]          an ISO image: its volume ID, read-only
   list hdds [--json]

@@ -7,7 +7,9 @@ import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumIn
 import { parseFormat } from "../media/formats.js";
 import { progress } from "./progress.js";
 import type { Out } from "./vm-verbs.js";
-import { resolve } from "node:path";
+import { basename, resolve } from "node:path";
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { createRawDiskVmdk } from "../media/formats/vmdk/raw-disk.js";
 import { ISO_SECTOR, openIso } from "../media/formats/iso/iso.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
@@ -51,8 +53,58 @@ function describe(m: MediumInfo): string {
   ].join("\n");
 }
 
+/** `--property KEY=VALUE` may repeat: take them all out of argv before the usual parsing. */
+function takeProperties(argv: string[]): { rest: string[]; properties: Map<string, string> } {
+  const rest: string[] = [];
+  const properties = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = a === "--property" ? argv[++i] : a.startsWith("--property=") ? a.slice("--property=".length) : undefined;
+    if (value === undefined) {
+      if (a === "--property") throw new UsageError("--property needs KEY=VALUE");
+      rest.push(a);
+      continue;
+    }
+    const eq = value.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--property ${value}: KEY=VALUE`);
+    properties.set(value.slice(0, eq), value.slice(eq + 1));
+  }
+  return { rest, properties };
+}
+
+/** The size of a host disk (a block device's stat size is 0: /sys knows it) or of a file. */
+function deviceSize(device: string): number {
+  const st = statSync(device);
+  if (!st.isBlockDevice()) return st.size;
+  const name = basename(realpathSync(device));
+  return Number(readFileSync(`/sys/class/block/${name}/size`, "utf8").trim()) * 512;
+}
+
+/** createmedium --variant RawDisk: a VMDK that points at a host disk or some of its partitions. */
+async function createRawDisk(path: string, properties: Map<string, string>, json: boolean, out: Out): Promise<number> {
+  const device = properties.get("RawDrive");
+  if (!device) throw new UsageError("--variant RawDisk needs --property RawDrive=DEVICE");
+  for (const k of properties.keys()) if (k !== "RawDrive" && k !== "Partitions") throw new UsageError(`--property ${k}: RawDrive and Partitions are known`);
+  const list = properties.get("Partitions");
+  const partitions = list === undefined ? undefined : list.split(",").map((p) => Number(p.trim()));
+  if (partitions?.some((n) => !Number.isInteger(n))) throw new UsageError(`--property Partitions=${list}: partition numbers, comma separated`);
+  await createRawDiskVmdk(new NodeFileOpener(), path, { device: resolve(device), deviceSize: deviceSize(device), partitions });
+  const info = await new MediumManager().register(path);
+  out(json ? JSON.stringify(info) + "\n" : `RAW host disk access VMDK file ${path} created successfully. UUID: ${info.uuid}\n`);
+  return 0;
+}
+
 export async function createmedium(argv: string[], out: Out): Promise<number> {
+  const { rest, properties } = takeProperties(argv);
+  argv = rest;
   const args = parseArgs(argv, ["json"]);
+  if (optString(args, "variant")?.toLowerCase() === "rawdisk") {
+    allowOnly(args, ["filename", "format", "variant", "json"]);
+    const f = optString(args, "format");
+    if (f && f.toUpperCase() !== "VMDK") throw new UsageError("--variant RawDisk makes a VMDK");
+    return createRawDisk(requireOpt(args, "filename"), properties, args.options.has("json"), out);
+  }
+  if (properties.size) throw new UsageError("--property is for --variant RawDisk");
   allowOnly(args, ["filename", "size", "sizebyte", "format", "variant", "diffparent", "json"]);
   const [kind = "disk"] = args.positional;
   if (kind !== "disk") throw new UsageError(`createmedium ${kind}: only 'disk' is supported`);

@@ -70,6 +70,17 @@ export const IMAGE_CREATORS = {
 
 export type ImageFormat = keyof typeof IMAGE_CREATORS;
 
+/** Whether vstor can create images of this format (VHDX, for one, is read-only here). */
+export function isCreatable(format: string): format is ImageFormat {
+  return Object.prototype.hasOwnProperty.call(IMAGE_CREATORS, format);
+}
+
+/** The format as one vstor can create, or a clear refusal. */
+export function creatableFormat(format: string, path?: string): ImageFormat {
+  if (!isCreatable(format)) throw new MediumError("unsupported", `vstor reads ${format} images but cannot create them`, { path });
+  return format;
+}
+
 /** `done` of `total` bytes of the virtual disk handled. */
 export type CloneProgress = (done: number, total: number) => void;
 

@@ -20,13 +20,14 @@ import { openVdi, VdiImage } from "./formats/vdi/vdi-image.js";
 import { openVhd, VhdImage } from "./formats/vhd/vhd-image.js";
 import { checkVhd } from "./formats/vhd/vhd-check.js";
 import { isVhd } from "./formats/vhd/vhd-metadata.js";
+import { isVhdx, openVhdx, type VhdxImage } from "./formats/vhdx/vhdx-image.js";
 import { isVmdk, openVmdk, VmdkImage } from "./formats/vmdk/index.js";
 import { nodeInflate as vmdkInflate } from "./formats/vmdk/node/zlib.js";
 
-export type MediumFormat = "VDI" | "VMDK" | "VHD" | "HDD" | "QCOW2" | "RAW";
+export type MediumFormat = "VDI" | "VMDK" | "VHD" | "VHDX" | "HDD" | "QCOW2" | "RAW";
 export type MediumVariant = "Standard" | "Fixed" | "Diff" | "Split2G" | "Split2G,Fixed" | "Stream";
 
-export const MEDIUM_FORMATS: readonly MediumFormat[] = ["VDI", "VMDK", "VHD", "HDD", "QCOW2", "RAW"];
+export const MEDIUM_FORMATS: readonly MediumFormat[] = ["VDI", "VMDK", "VHD", "VHDX", "HDD", "QCOW2", "RAW"];
 
 /** What a probe sees of a file: its first bytes and its last 512 (a fixed VHD's footer). */
 export interface ProbeBytes {
@@ -115,6 +116,13 @@ export const FORMATS: Record<MediumFormat, FormatEntry> = {
       return v === "fixed" ? "Fixed" : v === "differencing" ? "Diff" : "Standard";
     },
   },
+  // Hyper-V's format: read-only here (no log replay, no differencing, no writing).
+  VHDX: {
+    name: "VHDX",
+    probe: ({ head }) => (isVhdx(head) ? "yes" : "no"),
+    open: (opener, path) => openVhdx(opener, path),
+    variantOf: (img) => ((img as VhdxImage).variant === "fixed" ? "Fixed" : "Standard"),
+  },
   HDD: {
     name: "HDD",
     probe: ({ head }) => (isParallels(head) ? "yes" : text(head.subarray(0, 7)) === "Without" || text(head.subarray(0, 9)) === "WithouFre" ? "damaged" : "no"),
@@ -134,7 +142,7 @@ export const FORMATS: Record<MediumFormat, FormatEntry> = {
 };
 
 /** Probe order: signatures at the start first; VHD (which may only have a footer) and raw last. */
-const PROBE_ORDER: MediumFormat[] = ["VDI", "QCOW2", "VMDK", "HDD", "VHD"];
+const PROBE_ORDER: MediumFormat[] = ["VDI", "QCOW2", "VMDK", "VHDX", "HDD", "VHD"];
 
 /**
  * A file's format by content: the first format whose signature it carries; else, if it carries

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { MediumError, type BlockBackend } from "./block.js";
 import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
-import { IMAGE_CREATORS, cloneToNew, copyMedium, type CloneProgress } from "./clone.js";
+import { IMAGE_CREATORS, cloneToNew, copyMedium, creatableFormat, isCreatable, type CloneProgress } from "./clone.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
 import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
@@ -132,7 +132,7 @@ export class MediumManager {
       }
     } else {
       if (!o.size || o.size % 512) throw new MediumError("out-of-bounds", `size ${o.size} must be a positive multiple of 512`, { path: o.path });
-      const img = await IMAGE_CREATORS[format](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
+      const img = await IMAGE_CREATORS[creatableFormat(format, o.path)](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
       await img.close();
     }
     return this.register(o.path);
@@ -319,7 +319,9 @@ export class MediumManager {
     if (!srcRec && !(await this.opener.exists(srcPath))) {
       throw new MediumError("not-found", `no medium '${source}' is registered and there is no such file`, { path: source });
     }
-    const format = options.format ?? ((srcRec?.format as MediumFormat | undefined) ?? (await this.detectFormat(srcPath)));
+    // As VBoxManage: the source's format when it can be created, else VDI.
+    const sourceFormat = (srcRec?.format as MediumFormat | undefined) ?? (await this.detectFormat(srcPath));
+    const format = creatableFormat(options.format ?? (isCreatable(sourceFormat) ? sourceFormat : "VDI"), target);
     const newSource = srcRec ? undefined : srcPath;
     const src = await this.open(srcPath, { readOnly: true });
     try {
