@@ -15,6 +15,7 @@
  * Not a chain layer: clusters need not be a power of two (VirtualBox uses 63 sectors), and
  * neither qemu nor VirtualBox makes Parallels differencing images.
  */
+import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type BlockBackend, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
@@ -355,23 +356,10 @@ export class ParallelsImage implements BlockBackend {
 
 /** Open a Parallels file through an opener; the file is closed again if the image is refused. */
 export async function openParallels(opener: FileOpener, path: string, options: ParallelsOpenOptions & { direct?: boolean } = {}): Promise<ParallelsImage> {
-  const file = await opener.open(path, { readOnly: options.readOnly, direct: options.direct });
-  try {
-    return await ParallelsImage.open(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    throw e;
-  }
+  return openImageFile(opener, path, options, (file) => ParallelsImage.open(file, options));
 }
 
 /** Create a Parallels file (it must not exist); on failure the partial file is removed. */
 export async function createParallels(opener: FileOpener, path: string, options: ParallelsCreateOptions & { direct?: boolean }): Promise<ParallelsImage> {
-  const file = await opener.open(path, { create: true, direct: options.direct });
-  try {
-    return await ParallelsImage.create(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    await opener.remove(path).catch(() => undefined);
-    throw e;
-  }
+  return createImageFile(opener, path, options, (file) => ParallelsImage.create(file, options));
 }

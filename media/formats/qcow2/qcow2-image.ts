@@ -17,6 +17,7 @@
  *   has no UUIDs: this image's UUID is made up per open, and the parent link is what attachBacking
  *   was given. Used alone, clusters not stored here read as zeros.
  */
+import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
@@ -521,23 +522,10 @@ export class Qcow2Image implements LayeredImage {
 
 /** Open a qcow2 file through an opener; the file is closed again if the image is refused. */
 export async function openQcow2(opener: FileOpener, path: string, options: Qcow2OpenOptions & { direct?: boolean } = {}): Promise<Qcow2Image> {
-  const file = await opener.open(path, { readOnly: options.readOnly, direct: options.direct });
-  try {
-    return await Qcow2Image.open(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    throw e;
-  }
+  return openImageFile(opener, path, options, (file) => Qcow2Image.open(file, options));
 }
 
 /** Create a qcow2 file (it must not exist); on failure the partial file is removed. */
 export async function createQcow2(opener: FileOpener, path: string, options: Qcow2CreateOptions & { direct?: boolean }): Promise<Qcow2Image> {
-  const file = await opener.open(path, { create: true, direct: options.direct });
-  try {
-    return await Qcow2Image.create(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    await opener.remove(path).catch(() => undefined);
-    throw e;
-  }
+  return createImageFile(opener, path, options, (file) => Qcow2Image.create(file, options));
 }

@@ -11,6 +11,7 @@
  * - Maintenance (discard of whole blocks, compact, resize) runs alone: it waits for I/O in
  *   flight to finish and holds new I/O back (vdi-maintenance.ts).
  */
+import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
@@ -579,23 +580,10 @@ export class VdiImage implements LayeredImage {
 
 /** Open a VDI file through an opener; the file is closed again if the image is refused. */
 export async function openVdi(opener: FileOpener, path: string, options: VdiOpenOptions & { direct?: boolean } = {}): Promise<VdiImage> {
-  const file = await opener.open(path, { readOnly: options.readOnly, direct: options.direct });
-  try {
-    return await VdiImage.open(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    throw e;
-  }
+  return openImageFile(opener, path, options, (file) => VdiImage.open(file, options));
 }
 
 /** Create a VDI file (it must not exist); on failure the partial file is removed. */
 export async function createVdi(opener: FileOpener, path: string, options: VdiCreateOptions & { direct?: boolean }): Promise<VdiImage> {
-  const file = await opener.open(path, { create: true, direct: options.direct });
-  try {
-    return await VdiImage.create(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    await opener.remove(path).catch(() => undefined);
-    throw e;
-  }
+  return createImageFile(opener, path, options, (file) => VdiImage.create(file, options));
 }

@@ -17,6 +17,7 @@
  * - VHD has no discard (neither has VirtualBox's backend): discard is accepted and keeps the
  *   data. Compact is refused. Resize grows (moving blocks out of a growing BAT's way).
  */
+import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued, type QueuedFileIo } from "../../io/request-queue.js";
@@ -655,23 +656,10 @@ export class VhdImage implements LayeredImage {
 
 /** Open a VHD file through an opener; the file is closed again if the image is refused. */
 export async function openVhd(opener: FileOpener, path: string, options: VhdOpenOptions & { direct?: boolean } = {}): Promise<VhdImage> {
-  const file = await opener.open(path, { readOnly: options.readOnly, direct: options.direct });
-  try {
-    return await VhdImage.open(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    throw e;
-  }
+  return openImageFile(opener, path, options, (file) => VhdImage.open(file, options));
 }
 
 /** Create a VHD file (it must not exist); on failure the partial file is removed. */
 export async function createVhd(opener: FileOpener, path: string, options: VhdCreateOptions & { direct?: boolean }): Promise<VhdImage> {
-  const file = await opener.open(path, { create: true, direct: options.direct });
-  try {
-    return await VhdImage.create(file, options);
-  } catch (e) {
-    await file.close().catch(() => undefined);
-    await opener.remove(path).catch(() => undefined);
-    throw e;
-  }
+  return createImageFile(opener, path, options, (file) => VhdImage.create(file, options));
 }
