@@ -15,6 +15,7 @@
  * Not a chain layer: clusters need not be a power of two (VirtualBox uses 63 sectors), and
  * neither qemu nor VirtualBox makes Parallels differencing images.
  */
+import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type BlockBackend, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -89,7 +90,7 @@ export class ParallelsImage implements BlockBackend {
   /** Where the next new cluster goes. */
   private end: number;
   private readonly meta = new Mutex();
-  private readonly busy = new Map<number, Promise<void>>();
+  private readonly allocations = new Allocations();
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   private session: Promise<void> | null = null;
   private closed = false;
@@ -269,21 +270,13 @@ export class ParallelsImage implements BlockBackend {
         }
         return;
       }
-      const pending = this.busy.get(index);
-      if (pending) {
-        await pending.catch(() => undefined);
+      if (this.allocations.busy(index)) {
+        await this.allocations.settled(index);
         continue;
       }
       // Zeros into a cluster that stores nothing read the same without storage.
       if (isZero(data)) return;
-      const job = this.allocate(index, inCluster, data);
-      this.busy.set(index, job);
-      try {
-        await job;
-      } finally {
-        this.busy.delete(index);
-      }
-      return;
+      if (await this.allocations.once(index, () => this.allocate(index, inCluster, data))) return;
     }
   }
 
@@ -341,7 +334,7 @@ export class ParallelsImage implements BlockBackend {
     this.closed = true;
     try {
       if (this.session) {
-        await Promise.allSettled([...this.busy.values()]);
+        await this.allocations.all();
         await this.file.flush();
         await this.writeInUse(0);
         await this.file.flush();

@@ -17,6 +17,7 @@
  *   has no UUIDs: this image's UUID is made up per open, and the parent link is what attachBacking
  *   was given. Used alone, clusters not stored here read as zeros.
  */
+import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -68,7 +69,7 @@ export class Qcow2Image implements LayeredImage {
   readonly uuid: string;
   private readonly store: Qcow2Store;
   private readonly inflate?: Inflate;
-  private readonly busy = new Map<number, Promise<void>>();
+  private readonly allocations = new Allocations();
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private link: ParentLink | null = null;
@@ -361,19 +362,7 @@ export class Qcow2Image implements LayeredImage {
         }
         return;
       }
-      const pending = this.busy.get(index);
-      if (pending) {
-        await pending.catch(() => undefined);
-        continue;
-      }
-      const job = this.allocate(index, inCluster, data, m, fillBelow);
-      this.busy.set(index, job);
-      try {
-        await job;
-      } finally {
-        this.busy.delete(index);
-      }
-      return;
+      if (await this.allocations.once(index, () => this.allocate(index, inCluster, data, m, fillBelow))) return;
     }
   }
 
@@ -444,7 +433,7 @@ export class Qcow2Image implements LayeredImage {
     const job = (async () => {
       await this.beginSession();
       for (let i = first; i < last; i++) {
-        while (this.busy.has(i)) await this.busy.get(i)!.catch(() => undefined);
+        await this.allocations.settled(i);
         const m = this.store.lookup(i);
         if (m.kind === "unallocated" && !hasBacking) continue;
         if (m.kind === "zero" && m.host === 0) continue;

@@ -11,6 +11,7 @@
  * - Maintenance (discard of whole blocks, compact, resize) runs alone: it waits for I/O in
  *   flight to finish and holds new I/O back (vdi-maintenance.ts).
  */
+import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -98,7 +99,7 @@ export class VdiImage implements LayeredImage {
   readonly store: VdiStore;
   private readonly gate = new Gate();
   /** Blocks being allocated (or marked zero) right now. */
-  private readonly busy = new Map<number, Promise<void>>();
+  private readonly allocations = new Allocations();
   /** The latest write submitted to each block that was not stored when it was submitted. */
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   private session: Promise<void> | null = null;
@@ -419,19 +420,7 @@ export class VdiImage implements LayeredImage {
         }
         return;
       }
-      const pending = this.busy.get(index);
-      if (pending) {
-        await pending.catch(() => undefined);
-        continue;
-      }
-      const job = this.allocate(index, inBlock, data, e, fillBelow);
-      this.busy.set(index, job);
-      try {
-        await job;
-      } finally {
-        this.busy.delete(index);
-      }
-      return;
+      if (await this.allocations.once(index, () => this.allocate(index, inBlock, data, e, fillBelow))) return;
     }
   }
 

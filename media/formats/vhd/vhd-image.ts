@@ -17,6 +17,7 @@
  * - VHD has no discard (neither has VirtualBox's backend): discard is accepted and keeps the
  *   data. Compact is refused. Resize grows (moving blocks out of a growing BAT's way).
  */
+import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -85,7 +86,7 @@ export class VhdImage implements LayeredImage {
   private eod: number;
   private readonly meta = new Mutex();
   private readonly gate = new Gate();
-  private readonly busy = new Map<number, Promise<void>>();
+  private readonly allocations = new Allocations();
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   private session: Promise<void> | null = null;
   private closed = false;
@@ -354,19 +355,7 @@ export class VhdImage implements LayeredImage {
         }
         return;
       }
-      const pending = this.busy.get(index);
-      if (pending) {
-        await pending.catch(() => undefined);
-        continue;
-      }
-      const job = this.allocate(index, inBlock, data);
-      this.busy.set(index, job);
-      try {
-        await job;
-      } finally {
-        this.busy.delete(index);
-      }
-      return;
+      if (await this.allocations.once(index, () => this.allocate(index, inBlock, data))) return;
     }
   }
 

@@ -11,6 +11,7 @@
  * - One allocation per grain at a time: concurrent partial writes into a new grain wait for the
  *   first, then write in place (the rest of the grain is filled once).
  */
+import { Allocations } from "../allocations.js";
 import { MediumError } from "../../block.js";
 import type { BlockState } from "../../chain.js";
 import type { QueuedFileIo } from "../../io/request-queue.js";
@@ -154,7 +155,7 @@ export class SparseExtent implements VmdkExtent {
   readonly compressed: boolean;
   private readonly zeroGrains: boolean;
   private readonly meta = new Mutex();
-  private readonly busy = new Map<number, Promise<void>>();
+  private readonly allocations = new Allocations();
   /** Where the next grain or table goes. */
   private fileEnd: number;
   private cache: { grain: number; data: Uint8Array } | null = null;
@@ -295,21 +296,11 @@ export class SparseExtent implements VmdkExtent {
         }
         return;
       }
-      const pending = this.busy.get(grain);
-      if (pending) {
-        await pending.catch(() => undefined);
-        continue;
-      }
-      const job = this.allocate(grain, inGrain, data, fill, hidesParent);
-      this.busy.set(grain, job);
       try {
-        await job;
+        if (await this.allocations.once(grain, () => this.allocate(grain, inGrain, data, fill, hidesParent))) return;
       } catch (err) {
         throw asMediumError(err, this.path, "write");
-      } finally {
-        this.busy.delete(grain);
       }
-      return;
     }
   }
 
