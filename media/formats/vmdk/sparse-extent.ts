@@ -148,6 +148,14 @@ function validateEntries(h: SparseHeader, gte: Uint32Array, grains: number, file
   }
 }
 
+/**
+ * Whether a sparse header's capacity fits the descriptor's extent size: equal (VMware, qemu), or
+ * rounded up to a whole grain, as VirtualBox writes stream images; the descriptor's size counts.
+ */
+export function capacityFits(h: SparseHeader, descriptorSectors: number): boolean {
+  return descriptorSectors <= h.capacity && h.capacity - descriptorSectors < h.grainSize;
+}
+
 export class SparseExtent implements VmdkExtent {
   readonly size: number;
   readonly grainBytes: number;
@@ -178,7 +186,7 @@ export class SparseExtent implements VmdkExtent {
 
   static async open(line: ExtentLine, file: QueuedFileIo, options: SparseOpenOptions): Promise<SparseExtent> {
     const md = await readSparseMetadata(file);
-    if (md.header.capacity !== line.sectors) {
+    if (!capacityFits(md.header, line.sectors)) {
       throw corrupt(`sparse extent holds ${md.header.capacity} sectors, the descriptor says ${line.sectors}`, file.path);
     }
     return new SparseExtent(line, file, md, options, options.inflate);

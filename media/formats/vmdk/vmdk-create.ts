@@ -1,6 +1,7 @@
 /**
  * Creating VMDK images: monolithicSparse (one file, descriptor embedded), monolithicFlat
- * (descriptor + "-flat" file), and the split variants twoGbMaxExtentSparse / twoGbMaxExtentFlat
+ * (descriptor + "-flat" file), vmfs (VBoxManage's ESX variant: the same two files, the extent
+ * typed VMFS), and the split variants twoGbMaxExtentSparse / twoGbMaxExtentFlat
  * (descriptor + "-s001", "-f001", ... pieces of VirtualBox's 2047 MiB). Differencing images are
  * sparse children naming their parent by CID, parentFileNameHint and ddb.uuid.parent.
  * The new files are written, closed, and opened again through openVmdk, so a created image has
@@ -16,7 +17,7 @@ import { baseName, dirOf } from "./util.js";
 import { VmdkImage, cidUuid } from "./vmdk-image.js";
 import { openVmdk, type VmdkOpenOptions } from "./vmdk-open.js";
 
-export type VmdkVariant = "monolithicSparse" | "monolithicFlat" | "twoGbMaxExtentSparse" | "twoGbMaxExtentFlat";
+export type VmdkVariant = "monolithicSparse" | "monolithicFlat" | "twoGbMaxExtentSparse" | "twoGbMaxExtentFlat" | "vmfs";
 
 /** VirtualBox's split size (VMDK_2G_SPLIT_SIZE); qemu splits at 2 GiB. */
 export const SPLIT_SIZE = 2047 * 1024 * 1024;
@@ -84,6 +85,7 @@ export async function createVmdk(opener: FileOpener, path: string, options: Vmdk
   const lines: ExtentLine[] = [];
   if (variant === "monolithicSparse") lines.push({ access: "RW", sectors, type: "SPARSE", file: baseName(path), offset: 0 });
   else if (variant === "monolithicFlat") lines.push({ access: "RW", sectors, type: "FLAT", file: `${stem}-flat.vmdk`, offset: 0 });
+  else if (variant === "vmfs") lines.push({ access: "RW", sectors, type: "VMFS", file: `${stem}-flat.vmdk`, offset: 0 });
   else {
     const kind = sparse ? "s" : "f";
     for (let at = 0, i = 1; at < sectors; at += split / SECTOR, i++) {
@@ -94,7 +96,8 @@ export async function createVmdk(opener: FileOpener, path: string, options: Vmdk
   d.extents = lines;
   const geo = defaultGeometry(options.size);
   d.set("ddb.virtualHWVersion", "4");
-  d.set("ddb.adapterType", options.adapterType ?? "ide");
+  // VirtualBox sets lsilogic on ESX disks: ESX refuses an image naming a controller it lacks.
+  d.set("ddb.adapterType", options.adapterType ?? (variant === "vmfs" ? "lsilogic" : "ide"));
   d.setUuid("image", options.uuid ?? gen());
   d.setUuid("parent", options.parent?.uuid ?? NULL_UUID);
   d.setUuid("modification", gen());

@@ -66,6 +66,30 @@ describe("VMDK images", () => {
     await ro.close();
   });
 
+  it("creates VBoxManage's ESX variant: createType vmfs, one preallocated VMFS extent, opened read-write again", async () => {
+    const o = new MemoryFileOpener();
+    const size = 4 * MiB;
+    const img = await createVmdk(o, "esx.vmdk", { size, variant: "vmfs" });
+    const text = new TextDecoder().decode(o.file("esx.vmdk").bytes());
+    expect(text).toContain('createType="vmfs"');
+    expect(text).toMatch(/^RW 8192 VMFS "esx-flat\.vmdk"$/m); // no offset: qemu refuses one on VMFS lines
+    expect(text).toContain('ddb.adapterType = "lsilogic"');
+    expect(o.file("esx-flat.vmdk").size).toBe(size);
+    const data = new Uint8Array(3 * 64 * 1024).map((_, i) => (i * 7 + 1) & 0xff);
+    await img.write(MiB - 512, data);
+    await img.close();
+
+    const again = await openVmdk(o, "esx.vmdk");
+    expect(again.readOnly).toBe(false);
+    expect(again.createType).toBe("vmfs");
+    const back = new Uint8Array(data.length);
+    await again.read(MiB - 512, back);
+    expect(Buffer.compare(back, data)).toBe(0);
+    await again.write(size - 512, new Uint8Array(512).fill(0xee));
+    await again.close();
+    expect(o.file("esx-flat.vmdk").size).toBe(size);
+  });
+
   it("refuses a chain whose parent file is missing (not-found)", async () => {
     const o = new MemoryFileOpener();
     const child = await createVmdk(o, "c.vmdk", { size: MiB, parent: { uuid: "11111111-2222-4333-8444-555555555555", modifyUuid: "abcdef01-0000-0000-0000-000000000000", fileNameHint: "gone.vmdk" } });

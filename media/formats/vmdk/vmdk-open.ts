@@ -11,7 +11,7 @@ import { decodeCString, encodeUtf8 } from "../text-codec.js";
 import { MAX_DESCRIPTOR_BYTES, VmdkDescriptor, hex8, looksLikeDescriptor } from "./descriptor.js";
 import { FlatExtent, ZeroExtent, type VmdkExtent } from "./extents.js";
 import { MAX_CAPACITY_SECTORS, SECTOR, hasSparseMagic } from "./sparse-header.js";
-import { SparseExtent, readSparseMetadata, type Inflate, type SparseMetadata } from "./sparse-extent.js";
+import { SparseExtent, capacityFits, readSparseMetadata, type Inflate, type SparseMetadata } from "./sparse-extent.js";
 import { asMediumError, baseName, readFully, resolveBeside } from "./util.js";
 import { VmdkImage, type DescriptorStore } from "./vmdk-image.js";
 
@@ -127,7 +127,7 @@ export async function openVmdk(opener: FileOpener, path: string, options: VmdkOp
       const md = await readSparseMetadata(file);
       const descriptor = await embeddedDescriptor(file, md);
       const line = descriptor.extents[0]!;
-      if (line.sectors !== md.header.capacity) {
+      if (!capacityFits(md.header, line.sectors)) {
         throw new MediumError("corrupt", `descriptor says ${line.sectors} sectors, the sparse header ${md.header.capacity}`, ctx);
       }
       const writable = !options.readOnly && !first.readOnly && line.access === "RW";

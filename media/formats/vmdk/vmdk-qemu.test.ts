@@ -84,7 +84,7 @@ function filled(len: number, b: number): Uint8Array {
 }
 
 describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
-  const variants: VmdkVariant[] = ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"];
+  const variants: VmdkVariant[] = ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "vmfs"];
   for (const variant of variants) {
     it(`a ${variant} image we create passes qemu-img check and compares equal through qemu`, async () => {
       const p = file(`ours-${variant}.vmdk`);
@@ -100,10 +100,15 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
       await Promise.all(writes.map(([at, d]) => img.write(at, d)));
       for (const [at, d] of writes) expectSame(await readAt(img, at, d.length), d);
       await img.close();
+      const again = await openVmdk(opener, p);
+      expect(again.readOnly).toBe(false);
+      for (const [at, d] of writes) expectSame(await readAt(again, at, d.length), d);
+      await again.close();
       expectCheckPasses(p);
       expectQemuSees(p, size, writes);
       const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "vmdk", p], { encoding: "utf8" }));
       expect(info["virtual-size"]).toBe(size);
+      expect(info["format-specific"]?.data?.["create-type"]).toBe(variant);
       // The unclean-shutdown flag is cleared by a clean close.
       if (variant === "monolithicSparse") expect(fs.readFileSync(p)[72]).toBe(0);
     });
