@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { MediumError, type BlockBackend } from "./block.js";
 import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
 import { IMAGE_CREATORS, cloneToNew, copyMedium, creatableFormat, isCreatable, type CloneProgress } from "./clone.js";
+import { CHILD_CREATORS, childFormat } from "./differencing.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
 import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
@@ -116,21 +117,19 @@ export class MediumManager {
   }
 
   async create(o: CreateMediumOptions): Promise<MediumInfo> {
-    const format = o.format ?? "VDI";
     if (o.parent) {
-      if (format !== "VDI") throw new MediumError("unsupported", `differencing images are VDI here, not ${format}`, { path: o.path });
       const parentRec = this.requireRecord(o.parent);
-      const parent = await openVdi(this.opener, parentRec.location, { readOnly: true });
+      const parentFormat = parentRec.format as MediumFormat;
+      const kind = childFormat(parentFormat, o.format, o.path);
+      const parent = await openLayer(this.opener, parentRec.location, { readOnly: true, uuid: parentRec.uuid });
       try {
-        const child = await createVdi(this.opener, o.path, {
-          size: parent.size,
-          parent: { uuid: parent.uuid, modifyUuid: parent.modifyUuid },
-        });
+        const child = await CHILD_CREATORS[kind](this.opener, o.path, { image: parent, format: parentFormat, location: parentRec.location });
         await child.close();
       } finally {
         await parent.close();
       }
     } else {
+      const format = o.format ?? "VDI";
       if (!o.size || o.size % 512) throw new MediumError("out-of-bounds", `size ${o.size} must be a positive multiple of 512`, { path: o.path });
       const img = await IMAGE_CREATORS[creatableFormat(format, o.path)](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
       await img.close();
