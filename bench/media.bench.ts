@@ -20,15 +20,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { createVdi, openVdi, type VdiImage } from "../media/formats/vdi/vdi-image.js";
+import { hasQemuImg, mbps as rate, median, now, since, timed } from "./timing.js";
 
 const SIZE = 256 << 20;
 const CHUNK = 1 << 20;
 const DEPTH = 8;
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const mbps = (seconds: number): number => SIZE / 1e6 / seconds;
-const now = (): bigint => process.hrtime.bigint();
-const since = (t0: bigint): number => Number(now() - t0) / 1e9;
+const mbps = (seconds: number): number => rate(SIZE, seconds);
 
 /** Run `op` on every 1 MiB offset in order, DEPTH at a time, each worker with its own buffer. */
 async function sequential(op: (pos: number, buf: Uint8Array) => Promise<void>, buffers: Uint8Array[]): Promise<void> {
@@ -42,15 +40,6 @@ async function sequential(op: (pos: number, buf: Uint8Array) => Promise<void>, b
       }
     }),
   );
-}
-
-/** Wall time of a command, in seconds; throws if it fails. */
-function timed(cmd: string, args: string[]): number {
-  const t0 = now();
-  const r = spawnSync(cmd, args, { encoding: "utf8" });
-  const s = since(t0);
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
-  return s;
 }
 
 /** `qemu-img bench`'s own timing of its run, in seconds. */
@@ -67,7 +56,7 @@ function fill(buf: Uint8Array, seed: number): Uint8Array {
 }
 
 export async function mediaBench(runs = Number(process.env.BENCH_RUNS ?? 5)): Promise<string> {
-  if (spawnSync("qemu-img", ["--version"]).status !== 0) return "media: skipped (qemu-img is not installed)";
+  if (!hasQemuImg()) return "media: skipped (qemu-img is not installed)";
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-mediabench-"));
   const opener = new NodeFileOpener();
   const open: VdiImage[] = [];
