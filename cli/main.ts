@@ -30,21 +30,23 @@ Machines:
 
 Media:
   createmedium disk --filename FILE --size MB [--format VDI|VMDK|VHD|HDD|QCOW2|RAW]
-               [--variant Standard|Fixed|Split2G[,Fixed]] [--json]
-      HDD is Parallels; Split2G is VMDK only; QCOW2 is Standard only. Formats are
-      detected by content, never by file name
-  createmedium disk --filename FILE --diffparent UUID|FILE [--json]
+               [--variant Standard|Fixed|Split2G[,Fixed]|Stream|ESX] [--json]
+      HDD is Parallels; Split2G, Stream and ESX are VMDK only; QCOW2 is Standard only.
+      Formats are detected by content, never by file name
+  createmedium disk --filename FILE --diffparent UUID|FILE [--format VDI|VMDK|VHD|QCOW2] [--json]
+      a differencing image (default: the parent's format; VDI over VMDK/VHD, QCOW2 over any)
   createmedium disk --filename FILE.vmdk --variant RawDisk --property RawDrive=DEV [--property Partitions=1,3]
   showmediuminfo [disk] FILE|UUID [--json]
   showmediuminfo dvd FILE [--json]          an ISO image: its volume ID, read-only
   list hdds [--json]
   modifymedium [disk] FILE|UUID --resize MB | --compact [--json]
+      resize grows VDI, VHD and RAW; compact is VDI
   closemedium [disk] FILE|UUID [--delete] [--json]
   checkmedium [disk] FILE|UUID [--json]
       read-only check; exit 0: no errors (leaked space and a modified parent are
       warnings; qemu-img check would exit 3 for leaks), 2: corrupt or broken chain
   clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|VMDK|VHD|HDD|QCOW2|RAW]
-              [--variant Standard|Fixed|Split2G[,Fixed]] [--existing] [--json]
+              [--variant Standard|Fixed|Split2G[,Fixed]|Stream|ESX] [--existing] [--json]
       copy what the guest sees (a differencing chain flattened) into a new image with a
       new UUID (default: the source's format), or with --existing into an existing
       medium at least as large, keeping its UUID; alias clonehd

@@ -5,6 +5,7 @@
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError, type ParsedArgs } from "./args.js";
 import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
 import { parseFormat } from "../media/formats.js";
+import type { ImageVariant } from "../media/clone.js";
 import { progress } from "./progress.js";
 import type { Out } from "./vm-verbs.js";
 import { basename, resolve } from "node:path";
@@ -22,12 +23,17 @@ function formatOpt(v: string | undefined): MediumFormat | undefined {
   return f;
 }
 
-/** `--variant Standard|Fixed|Split2G`, comma-separated as VBoxManage takes it (Split2G,Fixed). */
-function variantOpt(v: string | undefined): { variant?: "Standard" | "Fixed"; split?: boolean } {
+/** VBoxManage's --variant: Standard, Fixed, Split2G, Stream, ESX, comma-separated. */
+function variantOpt(v: string | undefined): { variant?: ImageVariant | "Stream"; split?: boolean } {
   if (v === undefined) return {};
   const parts = v.split(",").map((p) => p.trim().toLowerCase());
-  if (!parts.every((p) => p === "standard" || p === "fixed" || p === "split2g")) throw new UsageError(`--variant ${v}: Standard, Fixed, Split2G or Split2G,Fixed`);
-  return { variant: parts.includes("fixed") ? "Fixed" : "Standard", ...(parts.includes("split2g") ? { split: true } : {}) };
+  if (!parts.every((p) => ["standard", "fixed", "split2g", "stream", "esx"].includes(p))) {
+    throw new UsageError(`--variant ${v}: Standard, Fixed, Split2G, Split2G,Fixed, Stream or ESX`);
+  }
+  const kinds = ["fixed", "stream", "esx"].filter((k) => parts.includes(k));
+  if (kinds.length > 1) throw new UsageError(`--variant ${v}: choose one of Fixed, Stream and ESX`);
+  const variant = parts.includes("stream") ? "Stream" : parts.includes("esx") ? "ESX" : parts.includes("fixed") ? "Fixed" : "Standard";
+  return { variant, ...(parts.includes("split2g") ? { split: true } : {}) };
 }
 
 const VARIANT_TEXT: Record<string, string> = {
@@ -265,7 +271,7 @@ export async function modifymedium(argv: string[], out: Out): Promise<number> {
  * holding what the guest sees on SOURCE, or with --existing, written into an existing medium.
  */
 export async function clonemedium(argv: string[], out: Out): Promise<number> {
-  const usage = "clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|VMDK|VHD|HDD|QCOW2|RAW] [--variant Standard|Fixed|Split2G] [--existing] [--json]";
+  const usage = "clonemedium [disk] FILE|UUID FILE|UUID [--format VDI|VMDK|VHD|HDD|QCOW2|RAW] [--variant Standard|Fixed|Split2G|Stream|ESX] [--existing] [--json]";
   const args = parseArgs(argv, ["existing", "json"]);
   allowOnly(args, ["format", "variant", "existing", "json"]);
   const pos = args.positional;

@@ -20,7 +20,8 @@ import { createVdi } from "./formats/vdi/vdi-image.js";
 import { createVhd } from "./formats/vhd/vhd-image.js";
 import { createVmdk } from "./formats/vmdk/index.js";
 
-export type ImageVariant = "Standard" | "Fixed";
+/** ESX: a VMDK of createType "vmfs" (descriptor + preallocated VMFS flat extent), as VBoxManage's --variant ESX. */
+export type ImageVariant = "Standard" | "Fixed" | "ESX";
 
 export interface CreateImageOptions {
   /** Virtual size in bytes. */
@@ -33,6 +34,7 @@ export interface CreateImageOptions {
 
 const noSplit = (format: string, path: string, o: CreateImageOptions): void => {
   if (o.split) throw new MediumError("unsupported", `${format} images cannot be split (Split2G is VMDK only)`, { path });
+  if (o.variant === "ESX") throw new MediumError("unsupported", `${format} images have no ESX variant (it is VMDK only)`, { path });
 };
 
 /** Make a new image that reads as zeros everywhere, open read-write; the file must not exist. */
@@ -45,6 +47,10 @@ export const IMAGE_CREATORS = {
     return createVdi(opener, path, { size: o.size, variant: o.variant === "Fixed" ? "fixed" : "dynamic" });
   },
   VMDK: (opener, path, o) => {
+    if (o.variant === "ESX") {
+      if (o.split) throw new MediumError("unsupported", "an ESX (vmfs) VMDK is one flat extent: it cannot be split", { path });
+      return createVmdk(opener, path, { size: o.size, variant: "vmfs" });
+    }
     const fixed = o.variant === "Fixed";
     const variant = o.split ? (fixed ? "twoGbMaxExtentFlat" : "twoGbMaxExtentSparse") : fixed ? "monolithicFlat" : "monolithicSparse";
     return createVmdk(opener, path, { size: o.size, variant });

@@ -6,7 +6,8 @@
 import { randomUUID } from "node:crypto";
 import { MediumError, type BlockBackend } from "./block.js";
 import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
-import { IMAGE_CREATORS, cloneToNew, copyMedium, creatableFormat, isCreatable, type CloneProgress } from "./clone.js";
+import { IMAGE_CREATORS, cloneToNew, copyMedium, creatableFormat, isCreatable, type CloneProgress, type ImageVariant } from "./clone.js";
+import { cloneToStreamVmdk, emptyDisk } from "./stream-clone.js";
 import { CHILD_CREATORS, childFormat } from "./differencing.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
@@ -51,7 +52,8 @@ export interface CreateMediumOptions {
   format?: MediumFormat;
   /** Bytes; a differencing image takes its parent's. */
   size?: number;
-  variant?: "Standard" | "Fixed";
+  /** ESX and Stream are VMDK variants (Stream: a new, empty stream image, read-only from then on). */
+  variant?: ImageVariant | "Stream";
   /** VMDK: split into 2 GB pieces. */
   split?: boolean;
   /** UUID or path of the parent, for a differencing image. */
@@ -61,7 +63,8 @@ export interface CreateMediumOptions {
 export interface CloneMediumOptions {
   /** Default: the source's format (as VBoxManage, for formats it can create). */
   format?: MediumFormat;
-  variant?: "Standard" | "Fixed";
+  /** Stream: a streamOptimized VMDK, written in one pass (read-only afterwards). */
+  variant?: ImageVariant | "Stream";
   split?: boolean;
   /** Write into this existing medium (at least as large as the source), keeping its UUID. */
   existing?: boolean;
@@ -105,6 +108,23 @@ export interface MediumCheckReport {
   vdi?: VdiCheckReport[];
 }
 
+/** What each maintenance operation works on; the image classes of these formats have the method. */
+const MAINTAINABLE: Record<"resize" | "compact", readonly MediumFormat[]> = {
+  resize: ["VDI", "VHD", "RAW"],
+  compact: ["VDI"],
+};
+
+type Maintainable = BlockBackend & {
+  resize?(size: number, options: { onProgress?: MaintenanceProgress }): Promise<void>;
+  compact?(options: { onProgress?: MaintenanceProgress }): Promise<void>;
+};
+
+/** Stream is a VMDK variant of one file. */
+function streamTarget(format: MediumFormat, split: boolean | undefined, path: string): void {
+  if (format !== "VMDK") throw new MediumError("unsupported", `Stream is a VMDK variant, not ${format}`, { path });
+  if (split) throw new MediumError("unsupported", "a stream VMDK is one file: it cannot be split", { path });
+}
+
 export class MediumManager {
   constructor(
     readonly registry = new MediaRegistry(),
@@ -131,8 +151,13 @@ export class MediumManager {
     } else {
       const format = o.format ?? "VDI";
       if (!o.size || o.size % 512) throw new MediumError("out-of-bounds", `size ${o.size} must be a positive multiple of 512`, { path: o.path });
-      const img = await IMAGE_CREATORS[creatableFormat(format, o.path)](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
-      await img.close();
+      if (o.variant === "Stream") {
+        streamTarget(format, o.split, o.path);
+        await cloneToStreamVmdk(emptyDisk(o.size), this.opener, o.path);
+      } else {
+        const img = await IMAGE_CREATORS[creatableFormat(format, o.path)](this.opener, o.path, { size: o.size, variant: o.variant ?? "Standard", split: o.split });
+        await img.close();
+      }
     }
     return this.register(o.path);
   }
@@ -278,26 +303,34 @@ export class MediumManager {
     }
   }
 
+  /**
+   * Grow a medium (VDI, VHD and RAW can grow; shrinking is refused, as VirtualBox
+   * refuses it). VMDK and Parallels images are refused clearly: clone into a bigger image instead.
+   */
   async resize(uuidOrPath: string, size: number, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
-    const rec = this.requireRecord(uuidOrPath);
-    if (rec.format !== "VDI") throw new MediumError("unsupported", "resize is implemented for VDI images", { path: rec.location });
-    this.refuseIfParent(rec, "resized");
-    const img = await openVdi(this.opener, rec.location, { readOnly: false });
-    try {
-      await img.resize(size, options);
-      await img.flush();
-    } finally {
-      await img.close();
-    }
+    await this.maintain(uuidOrPath, "resize", "resized", async (img) => {
+      if (size < img.size) throw new MediumError("unsupported", `shrinking from ${img.size} to ${size} bytes would lose data; it is refused`, { path: uuidOrPath });
+      await img.resize!(size, options);
+    });
   }
 
+  /** Give back zeroed, discarded and leaked space (VDI; other formats are refused clearly). */
   async compact(uuidOrPath: string, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {
+    await this.maintain(uuidOrPath, "compact", "compacted", (img) => img.compact!(options));
+  }
+
+  /** Open a medium that has no children read-write, run one maintenance operation, flush. */
+  private async maintain(uuidOrPath: string, op: "resize" | "compact", done: string, work: (img: Maintainable) => Promise<void>): Promise<void> {
     const rec = this.requireRecord(uuidOrPath);
-    if (rec.format !== "VDI") throw new MediumError("unsupported", "compact is implemented for VDI images", { path: rec.location });
-    this.refuseIfParent(rec, "compacted");
-    const img = await openVdi(this.opener, rec.location, { readOnly: false });
+    const format = rec.format as MediumFormat;
+    if (!MAINTAINABLE[op].includes(format)) {
+      const can = MAINTAINABLE[op].join(", ");
+      throw new MediumError("unsupported", `${format} images cannot be ${done} here (${can} can${op === "resize" ? "; clone into a larger image instead" : ""})`, { path: rec.location });
+    }
+    this.refuseIfParent(rec, done);
+    const img = (await FORMATS[format].open(this.opener, rec.location, { readOnly: false, uuid: rec.uuid })) as Maintainable;
     try {
-      await img.compact(options);
+      await work(img);
       await img.flush();
     } finally {
       await img.close();
@@ -325,7 +358,12 @@ export class MediumManager {
     const src = await this.open(srcPath, { readOnly: true });
     try {
       if (!existing) {
-        await cloneToNew(src, { opener: this.opener, path: target, format, variant, split }, { onProgress });
+        if (variant === "Stream") {
+          streamTarget(format, split, target);
+          await cloneToStreamVmdk(src, this.opener, target, onProgress);
+        } else {
+          await cloneToNew(src, { opener: this.opener, path: target, format, variant, split }, { onProgress });
+        }
         return await this.registerClone(target, newSource).catch(async (e: unknown) => {
           await this.opener.remove(target).catch(() => undefined);
           throw e;
