@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MediumManager } from "../media/medium-manager.js";
 import { clonemedium, createmedium, modifymedium, showmediuminfo } from "./medium-verbs.js";
 
 const MiB = 1 << 20;
@@ -170,6 +171,47 @@ describe("modifymedium --resize per format", () => {
       await expect(modifymedium([p, "--compact"], () => undefined), format).rejects.toThrow(/cannot be compacted here \(VDI can\)/);
       expect(readFileSync(p).equals(before), `${format} untouched`).toBe(true);
       expect((await run(showmediuminfo, p)).size).toBe(SIZE);
+    }
+  }, 60_000);
+});
+
+describe("chains qemu made, through the medium registry", () => {
+  itq("a 3-level VMDK chain and a qcow2 chain: registered with their parents, read, written at the top, and cloned flat as qemu sees them", async () => {
+    for (const [driver, ext] of [["vmdk", "vmdk"], ["qcow2", "qcow2"]] as const) {
+      const base = file(`q3-base.${ext}`);
+      const mid = file(`q3-mid.${ext}`);
+      const top = file(`q3-top.${ext}`);
+      expect(qemu("convert", "-f", "raw", "-O", driver, raw, base).status).toBe(0);
+      expect(qemu("create", "-f", driver, "-b", `q3-base.${ext}`, "-F", driver, mid).status).toBe(0);
+      const io = (path: string, cmd: string) => {
+        const r = spawnSync("qemu-io", ["-f", driver, "-c", cmd, path], { encoding: "utf8" });
+        expect(r.status, `${path} ${cmd}: ${r.stdout}${r.stderr}`).toBe(0);
+      };
+      io(mid, "write -P 0x6d 1032192 131072"); // across the 1 MiB and 64 KiB boundaries
+      // After the write: a VMDK's first write changes its CID, which its children record.
+      expect(qemu("create", "-f", driver, "-b", `q3-mid.${ext}`, "-F", driver, top).status).toBe(0);
+      io(top, "write -P 0x74 4608 1024");
+      const baseInfo = await run(showmediuminfo, base);
+      const midInfo = await run(showmediuminfo, mid);
+      const topInfo = await run(showmediuminfo, top);
+      expect(midInfo.parentUuid, driver).toBe(baseInfo.uuid);
+      expect(topInfo.parentUuid, driver).toBe(midInfo.uuid);
+
+      // Cloned flat, then a child of our own over the top, written through vstor.
+      const flat = file(`q3-flat-${driver}.raw`);
+      await run(clonemedium, top, flat, "--format", "RAW");
+      const theirs = file(`q3-theirs-${driver}.raw`);
+      expect(qemu("convert", "-f", driver, "-O", "raw", top, theirs).status).toBe(0);
+      expect(readFileSync(flat).equals(readFileSync(theirs)), `${driver}: the chain reads as qemu reads it`).toBe(true);
+      const ours = file(`q3-ours.${ext}`);
+      await run(createmedium, "disk", "--filename", ours, "--diffparent", top);
+      const b = await new MediumManager().open(ours);
+      await b.write(3 * MiB, new Uint8Array(65536).fill(0x55));
+      await b.close();
+      const w = spawnSync("qemu-io", ["-f", "raw", "-c", "write -P 0x55 3145728 65536", theirs], { encoding: "utf8" });
+      expect(w.status, w.stderr).toBe(0);
+      const c = qemu("compare", "-f", "raw", "-F", driver, theirs, ours);
+      expect(c.status, `${driver}: ${c.out}`).toBe(0);
     }
   }, 60_000);
 });
