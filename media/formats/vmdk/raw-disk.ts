@@ -1,56 +1,39 @@
 /**
  * VirtualBox's "access a host disk directly": a VMDK descriptor whose FLAT extents point at a
- * host disk (createmedium --variant RawDisk --property RawDrive=DEV [--property Partitions=1,3]).
+ * host disk (createmedium --variant RawDisk --property RawDrive=DEV [--property Partitions=1,5]).
  *
  *   whole disk:      createType "fullDevice", one FLAT extent over the device.
- *   some partitions: createType "partitionedDevice"; the sectors before the first partition (MBR,
- *                    boot loader gap) come from a side file NAME-pt.vmdk holding a copy of them, as
- *                    VirtualBox does, so the guest can never rewrite the host's partition table;
- *                    the chosen partitions are FLAT extents at their offsets on the device; every
- *                    other range is a ZERO extent: it reads as zeros and writes to it are refused.
+ *   some partitions: createType "partitionedDevice". Partitions are numbered as Linux and
+ *                    VirtualBox do: MBR primaries 1-4, logical partitions 5, 6, ... in EBR chain
+ *                    order, GPT entry index + 1 (partition-table.ts reads and checks the table).
+ *                    Every partition-table sector (MBR, each EBR, primary GPT header and entries,
+ *                    backup GPT entries and header) and the sectors before the first partition
+ *                    (boot loader gap) come from copies in one side file NAME-pt.vmdk, at
+ *                    successive offsets, as VirtualBox does: the guest sees the host's tables but
+ *                    can never rewrite them. The chosen partitions are FLAT extents at their
+ *                    offsets on the device; every other range (unchosen partitions, gaps) is a
+ *                    ZERO extent: it reads as zeros and writes to it are refused.
  *
- * Only MBR primary partitions (1-4) can be chosen; a GPT disk (protective MBR) and logical
- * partitions are refused with "unsupported". The device's size comes from the caller (a block
- * device's stat size is 0; the CLI asks /sys for it).
+ * An MBR extended partition cannot be chosen itself (its EBRs would become writable): choose its
+ * logical partitions. The device's size comes from the caller (a block device's stat size is 0;
+ * the CLI asks /sys for it).
  */
 import { MediumError } from "../../block.js";
 import type { FileOpener } from "../../io/file-io.js";
 import { NULL_UUID, randomUuid } from "../uuid.js";
 import { encodeUtf8 } from "../text-codec.js";
 import { VmdkDescriptor, defaultGeometry, type ExtentLine } from "./descriptor.js";
+import { readPartitionTable, type SectorRange } from "./partition-table.js";
 import { SECTOR } from "./sparse-header.js";
-import { baseName, dirOf } from "./util.js";
+import { baseName, dirOf, readFully } from "./util.js";
 
 export interface RawDiskOptions {
   /** The host disk (or a file standing in for it), as the extents will name it. */
   device: string;
   /** Its size in bytes. */
   deviceSize: number;
-  /** MBR primary partition numbers (1-4) to give the guest; absent: the whole disk. */
+  /** Partition numbers (MBR 1-4 and logical 5..., or GPT) to give the guest; absent: the whole disk. */
   partitions?: readonly number[];
-}
-
-interface MbrPartition {
-  number: number;
-  type: number;
-  start: number;
-  sectors: number;
-}
-
-/** The four primary entries of an MBR (empty ones left out). */
-export function parseMbr(sector0: Uint8Array, device: string): MbrPartition[] {
-  if (sector0[510] !== 0x55 || sector0[511] !== 0xaa) throw new MediumError("invalid-format", "no MBR partition table (55AAh) in sector 0", { path: device });
-  const v = new DataView(sector0.buffer, sector0.byteOffset, 512);
-  const parts: MbrPartition[] = [];
-  for (let i = 0; i < 4; i++) {
-    const e = 446 + 16 * i;
-    const type = sector0[e + 4]!;
-    const start = v.getUint32(e + 8, true);
-    const sectors = v.getUint32(e + 12, true);
-    if (type === 0xee) throw new MediumError("unsupported", "the disk has a GPT (protective MBR); only MBR partitions can be chosen", { path: device });
-    if (type !== 0 && sectors > 0) parts.push({ number: i + 1, type, start, sectors });
-  }
-  return parts;
 }
 
 /** Write the descriptor (and for partitions the side file). The files must not exist. */
@@ -67,33 +50,41 @@ export async function createRawDiskVmdk(opener: FileOpener, path: string, o: Raw
   } else {
     const dev = await opener.open(o.device, { readOnly: true });
     try {
-      const mbr = new Uint8Array(SECTOR);
-      await dev.read(0, mbr);
-      const parts = parseMbr(mbr, o.device).sort((a, b) => a.start - b.start);
-      for (const n of o.partitions) {
-        if (!Number.isInteger(n) || n < 1) throw new MediumError("unsupported", `partition ${n}: only primary partitions 1-4 can be chosen`, { path: o.device });
-        if (!parts.some((p) => p.number === n)) throw new MediumError("not-found", `the disk has no partition ${n}`, { path: o.device });
-      }
-      for (let i = 0; i < parts.length; i++) {
-        const p = parts[i]!;
-        if (p.start + p.sectors > total || (i > 0 && p.start < parts[i - 1]!.start + parts[i - 1]!.sectors) || p.start === 0) {
-          throw new MediumError("corrupt", `partition ${p.number} (${p.start}+${p.sectors}) overlaps another or lies outside the disk`, { path: o.device });
+      const table = await readPartitionTable(dev, total);
+      const chosen = new Set(o.partitions);
+      for (const n of chosen) {
+        if (table.extended.includes(n)) throw new MediumError("unsupported", `partition ${n} is an extended partition: choose the logical partitions in it (5, 6, ...)`, { path: o.device });
+        if (!table.partitions.some((p) => p.number === n)) {
+          throw new MediumError("not-found", `the disk has no partition ${n} (it has ${table.partitions.map((p) => p.number).join(", ") || "none"})`, { path: o.device });
         }
       }
-      // Sectors before the first partition: a copy in the side file.
-      const head = parts[0]!.start;
-      const data = new Uint8Array(head * SECTOR);
-      await dev.read(0, data);
+      // The tables plus everything before the first partition (boot loader gap): copies.
+      const copies = mergeRanges([{ start: 0, sectors: table.partitions[0]!.start }, ...table.tables]);
+      const data = new Uint8Array(copies.reduce((n, r) => n + r.sectors, 0) * SECTOR);
       sideFile = { name: `${stem}-pt.vmdk`, data };
-      lines.push({ access: "RW", sectors: head, type: "FLAT", file: sideFile.name, offset: 0 });
-      let at = head;
-      for (const p of parts) {
-        if (p.start > at) lines.push({ access: "RW", sectors: p.start - at, type: "ZERO", offset: 0 });
-        const chosen = o.partitions.includes(p.number);
-        lines.push(chosen ? { access: "RW", sectors: p.sectors, type: "FLAT", file: o.device, offset: p.start } : { access: "RW", sectors: p.sectors, type: "ZERO", offset: 0 });
+      const pieces = [
+        ...copies.map((r) => ({ ...r, kind: "copy" as const })),
+        ...table.partitions.map((p) => ({ start: p.start, sectors: p.sectors, kind: chosen.has(p.number) ? ("device" as const) : ("zero" as const) })),
+      ].sort((x, y) => x.start - y.start);
+      const zero = (sectors: number): void => {
+        const last = lines[lines.length - 1];
+        if (last?.type === "ZERO") last.sectors += sectors;
+        else lines.push({ access: "RW", sectors, type: "ZERO", offset: 0 });
+      };
+      let at = 0;
+      let side = 0;
+      for (const p of pieces) {
+        if (p.start > at) zero(p.start - at);
+        if (p.kind === "copy") {
+          const bytes = data.subarray(side * SECTOR, (side + p.sectors) * SECTOR);
+          if ((await readFully(dev, p.start * SECTOR, bytes)) < bytes.length) throw new MediumError("corrupt", `the device ends before sector ${p.start + p.sectors}`, { path: o.device });
+          lines.push({ access: "RW", sectors: p.sectors, type: "FLAT", file: sideFile.name, offset: side });
+          side += p.sectors;
+        } else if (p.kind === "device") lines.push({ access: "RW", sectors: p.sectors, type: "FLAT", file: o.device, offset: p.start });
+        else zero(p.sectors);
         at = p.start + p.sectors;
       }
-      if (at < total) lines.push({ access: "RW", sectors: total - at, type: "ZERO", offset: 0 });
+      if (at < total) zero(total - at);
     } finally {
       await dev.close();
     }
@@ -129,4 +120,15 @@ export async function createRawDiskVmdk(opener: FileOpener, path: string, o: Raw
     for (const p of made) await opener.remove(p).catch(() => undefined);
     throw e;
   }
+}
+
+/** Sorted, overlapping and touching ranges joined. */
+function mergeRanges(ranges: SectorRange[]): SectorRange[] {
+  const out: SectorRange[] = [];
+  for (const r of [...ranges].filter((x) => x.sectors > 0).sort((a, b) => a.start - b.start)) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.start + last.sectors) last.sectors = Math.max(last.sectors, r.start + r.sectors - last.start);
+    else out.push({ ...r });
+  }
+  return out;
 }
