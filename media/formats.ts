@@ -20,7 +20,7 @@ import { openVdi, VdiImage } from "./formats/vdi/vdi-image.js";
 import { openVhd, VhdImage } from "./formats/vhd/vhd-image.js";
 import { checkVhd } from "./formats/vhd/vhd-check.js";
 import { isVhd } from "./formats/vhd/vhd-metadata.js";
-import { isVhdx, openVhdx, type VhdxImage } from "./formats/vhdx/vhdx-image.js";
+import { isVhdx, openVhdx, VhdxImage } from "./formats/vhdx/vhdx-image.js";
 import { isVmdk, openVmdk, VmdkImage } from "./formats/vmdk/index.js";
 import { nodeInflate as vmdkInflate } from "./formats/vmdk/node/zlib.js";
 
@@ -116,12 +116,12 @@ export const FORMATS: Record<MediumFormat, FormatEntry> = {
       return v === "fixed" ? "Fixed" : v === "differencing" ? "Diff" : "Standard";
     },
   },
-  // Hyper-V's format: read-only here (no log replay, no differencing, no writing).
+  // Hyper-V's format: read-only here (a crash's log is replayed in memory; never written).
   VHDX: {
     name: "VHDX",
     probe: ({ head }) => (isVhdx(head) ? "yes" : "no"),
     open: (opener, path) => openVhdx(opener, path),
-    variantOf: (img) => ((img as VhdxImage).variant === "fixed" ? "Fixed" : "Standard"),
+    variantOf: (img) => ({ fixed: "Fixed", dynamic: "Standard", differencing: "Diff" } as const)[(img as VhdxImage).variant],
   },
   HDD: {
     name: "HDD",
@@ -190,19 +190,25 @@ export async function openLayer(opener: FileOpener, path: string, o: OpenLayerOp
 
 /**
  * The parent file a differencing image names next to itself, resolved against its folder: a
- * VHD's parent name, a VMDK's parentFileNameHint, a qcow2 backing file. Null if it names none.
+ * VHD's parent name, a VMDK's parentFileNameHint, a qcow2 backing file, a VHDX's relative_path.
+ * Null if it names none.
  */
 export function parentFileOf(child: LayeredImage): string | null {
   const name =
-    child instanceof VhdImage ? child.parentName : child instanceof VmdkImage ? child.parentFileNameHint : child instanceof Qcow2Image ? child.backingFile : null;
+    child instanceof VhdImage ? child.parentName : child instanceof VmdkImage ? child.parentFileNameHint : child instanceof Qcow2Image ? child.backingFile : child instanceof VhdxImage ? child.parentFileName : null;
   if (!name) return null;
   return isAbsolute(name) ? name : resolve(dirname(child.path), name);
 }
 
-/** Link a child to the parent found by file name (formats that link by name, not UUID). */
+/**
+ * Link a child to the parent found by file name (formats that link by name, not UUID). A VHDX
+ * child accepts only a parent whose DataWriteGuid it recorded; otherwise it stays unlinked and
+ * the chain is refused.
+ */
 export function bindParent(child: LayeredImage, parent: LayeredImage): void {
   if (child instanceof VmdkImage) child.bindParent(parent);
   else if (child instanceof Qcow2Image) child.attachBacking(parent);
+  else if (child instanceof VhdxImage) child.bindParent(parent);
 }
 
 /** Whether the child names its parent by a UUID the parent stores (else by file name). */
@@ -214,12 +220,12 @@ export function linksByUuid(child: LayeredImage): boolean {
 
 /** The layer interface of an opened image, if its format has one (not RAW or HDD). */
 export function asLayer(b: BlockBackend): LayeredImage | null {
-  return b instanceof VdiImage || b instanceof VhdImage || b instanceof VmdkImage || b instanceof Qcow2Image ? b : null;
+  return b instanceof VdiImage || b instanceof VhdImage || b instanceof VmdkImage || b instanceof Qcow2Image || b instanceof VhdxImage ? b : null;
 }
 
 /** Whether the format stores its own UUID (else the registry's is the medium's identity). */
 export function storesUuid(b: BlockBackend): boolean {
-  if (b instanceof VdiImage || b instanceof VhdImage) return true;
+  if (b instanceof VdiImage || b instanceof VhdImage || b instanceof VhdxImage) return true; // VHDX: page 83 data
   if (b instanceof VmdkImage) return !!b.descriptor.uuid("image") && !/^0{8}-/.test(b.descriptor.uuid("image")!);
   return false;
 }

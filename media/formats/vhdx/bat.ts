@@ -3,6 +3,7 @@
  * after every `chunkRatio` payload entries. An entry's low 3 bits are its state; bits 20..63 are
  * the file offset in MiB (the offset itself is the entry with its low 20 bits cleared).
  */
+import type { StoredRun } from "../../chain.js";
 import { MiB } from "./structures.js";
 
 export const PayloadState = {
@@ -56,4 +57,28 @@ export function encodeEntry(bat: DataView, index: number, state: number, offset:
   if (offset % MiB) throw new RangeError(`BAT offset ${offset} is not MiB-aligned`);
   bat.setUint32(index * 8, ((offset % 2 ** 32) | state) >>> 0, true);
   bat.setUint32(index * 8 + 4, Math.floor(offset / 2 ** 32), true);
+}
+
+/** Bytes of a sector bitmap block: one bit per logical sector of a chunk (2^23 sectors). */
+export const SECTOR_BITMAP_BLOCK_SIZE = 1 * MiB;
+
+/**
+ * The runs of [offsetInBlock, +length) of a partially present block that this file stores,
+ * from the block's slice of its sector bitmap (bit i of byte i/8, least significant first, set:
+ * sector stored here; clear: read from the parent). Sector size 512.
+ */
+export function sectorRuns(bitmap: Uint8Array, offsetInBlock: number, length: number): StoredRun[] {
+  const bit = (s: number): boolean => ((bitmap[s >>> 3]! >>> (s & 7)) & 1) === 1;
+  const runs: StoredRun[] = [];
+  const first = Math.floor(offsetInBlock / 512);
+  const end = offsetInBlock + length;
+  let s = first;
+  while (s * 512 < end) {
+    const stored = bit(s);
+    let e = s + 1;
+    while (e * 512 < end && bit(e) === stored) e++;
+    runs.push({ length: Math.min(e * 512, end) - Math.max(s * 512, offsetInBlock), stored });
+    s = e;
+  }
+  return runs;
 }

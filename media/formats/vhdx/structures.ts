@@ -309,7 +309,7 @@ const ITEM_SIZES: Record<string, number> = {
  * Decode and validate the system items from the whole metadata region (`region` starts with the
  * table). Unknown required items are `unsupported`; missing or malformed ones `corrupt`.
  */
-export function parseMetadataRegion(region: Uint8Array): { params: VhdxParameters; entries: VhdxMetadataEntry[] } {
+export function parseMetadataRegion(region: Uint8Array): { params: VhdxParameters; entries: VhdxMetadataEntry[]; parentLocator: Uint8Array | null } {
   const entries = parseMetadataTable(region);
   const items = new Map<string, Uint8Array>();
   const spans: [number, number][] = [];
@@ -351,5 +351,5 @@ export function parseMetadataRegion(region: Uint8Array): { params: VhdxParameter
   };
   need(META_PAGE83_DATA, "page 83 data");
   params.page83 = uuidFromGuidBytes(items.get(META_PAGE83_DATA)!, 0);
-  return { params, entries };
+  return { params, entries, parentLocator: items.get(META_PARENT_LOCATOR) ?? null };
 }

@@ -136,7 +136,7 @@ describe("hand-built VHDX", () => {
       [{ blockSize: 512 * 1024 }, "corrupt"],
       [{ physicalSectorSize: 1024 }, "corrupt"],
       [{ logicalSectorSize: 4096 }, "unsupported"],
-      [{ hasParent: true }, "unsupported"],
+      [{ hasParent: true }, "corrupt"], // without a parent locator
     ];
     for (const [params, kind] of cases) {
       const size = params?.virtualDiskSize ?? 4 * MiB;
@@ -155,12 +155,13 @@ describe("hand-built VHDX", () => {
     await refused(f.bytes.subarray(0, MiB - 1), "corrupt");
   });
 
-  it("refuses a log that needs replay, opens one with a log GUID but no valid entries", async () => {
+  it("refuses a lone log entry whose tail points nowhere; opens one with a log GUID but no valid entries", async () => {
     const logGuid = "a0a0a0a0-b1b1-c2c2-d3d3-e4e4e4e4e4e4";
     const f = buildVhdx({ size: 4 * MiB, header: { logGuid } });
     let img = await openVhdx(await put(f.bytes), "a.vhdx");
+    expect(img.logReplay).toBeNull();
     await img.close();
-    // A valid 4 KiB entry at the log's second sector.
+    // A valid 4 KiB entry at the log's second sector whose tail (0) names no entry.
     const e = new Uint8Array(4096);
     const v = new DataView(e.buffer);
     e.set([0x6c, 0x6f, 0x67, 0x65], 0); // "loge"
@@ -171,11 +172,20 @@ describe("hand-built VHDX", () => {
     v.setUint32(4, crc32c(e), true);
     const b = f.bytes.slice();
     b.set(e, LOG_OFFSET + 4096);
-    await refused(b, "unsupported", /log.*replay/);
+    await refused(b, "corrupt", /log's newest entry.*missing or damaged/);
+    // Its own tail: an empty entry, replayed (nothing changes).
+    v.setUint32(12, 4096, true);
+    v.setUint32(4, 0, true);
+    v.setUint32(4, crc32c(e), true);
+    b.set(e, LOG_OFFSET + 4096);
+    img = await openVhdx(await put(b), "a.vhdx");
+    expect(img.logReplay).toEqual({ entries: 1, firstSequence: 7n, lastSequence: 7n });
+    await img.close();
     // The same entry under another log GUID is stale: nothing to replay.
     const c = b.slice();
     c.set(serializeHeader({ ...f.header, logGuid: "99999999-b1b1-c2c2-d3d3-e4e4e4e4e4e4", sequenceNumber: 50 }), HEADER1_OFFSET);
     img = await openVhdx(await put(c), "a.vhdx");
+    expect(img.logReplay).toBeNull();
     await img.close();
   });
 });

@@ -1,16 +1,25 @@
 /**
- * A VHDX image (fixed or dynamic, 512-byte logical sectors) as a read-only BlockBackend.
+ * A VHDX image (fixed, dynamic or differencing, 512-byte logical sectors) as a read-only
+ * BlockBackend and chain layer.
  *
- * - Open reads and validates all metadata (vhdx-metadata.ts) and writes nothing. The BAT stays
- *   in memory: where a block lives is known without I/O.
- * - Blocks that are not present, undefined, zero or unmapped read as zeros; fully present blocks
- *   from the file. Differencing images (partially present blocks), 4 KiB logical sectors and
- *   logs that need replay are refused as `unsupported`.
- * - write, flush and discard reject with `read-only`; opening writable is refused.
+ * - Open reads and validates all metadata (vhdx-metadata.ts) and writes nothing. A log left by
+ *   a crash is replayed in memory (log.ts, log-overlay.ts): every later read goes through it.
+ *   The BAT and the sector bitmaps of partially present blocks stay in memory: where a sector
+ *   lives is known without I/O.
+ * - Blocks that are zero (and, in a differencing image, undefined or unmapped) read as zeros;
+ *   fully present blocks from the file; partially present ones sector by sector as their bitmap
+ *   says; not present ones from the parent (zeros when opened alone or in a base image).
+ * - Chain identity: `uuid` is the page 83 data (the disk's own GUID), `modifyUuid` the header's
+ *   DataWriteGuid. A child names its parent by file (relative_path) and records the parent's
+ *   DataWriteGuid as parent_linkage (or parent_linkage2): bindParent accepts a parent only if
+ *   they match (MS-VHDX requires it), and only then does parentUuid name that parent.
+ * - write, flush, discard and setParent reject with `read-only`; opening writable is refused.
  */
-import { MediumError, checkRequest, type BlockBackend, type Extent } from "../../block.js";
+import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
-import { PayloadState, decodeEntry, payloadIndex } from "./bat.js";
+import type { BlockState, FillBelow, LayeredImage, ParentLink, StoredRun } from "../../chain.js";
+import { PayloadState, decodeEntry, payloadIndex, sectorRuns } from "./bat.js";
+import { parentFileName, type ParentLocator } from "./parent-locator.js";
 import { asMediumError, readFully, readVhdxMetadata, type VhdxMetadata } from "./vhdx-metadata.js";
 
 export { isVhdx } from "./structures.js";
@@ -27,23 +36,26 @@ interface Piece {
   filePos: number | null;
 }
 
-export class VhdxImage implements BlockBackend {
+export class VhdxImage implements LayeredImage {
   readonly sectorSize = 512;
   readonly readOnly = true;
   readonly discardZeroes = false;
+  /** Reads through the in-memory log replay, if there was one. */
   private readonly file: FileIo;
   private readonly m: VhdxMetadata;
   private closed = false;
+  /** The parent bindParent accepted, and which linkage value matched its DataWriteGuid. */
+  private bound: ParentLink | null = null;
 
-  private constructor(file: FileIo, m: VhdxMetadata) {
-    this.file = file;
+  private constructor(m: VhdxMetadata) {
+    this.file = m.file;
     this.m = m;
   }
 
   /** Validate and open `file` (opened read-only by the caller). Writes nothing. */
   static async open(file: FileIo): Promise<VhdxImage> {
     try {
-      return new VhdxImage(file, await readVhdxMetadata(file));
+      return new VhdxImage(await readVhdxMetadata(file));
     } catch (e) {
       throw asMediumError(e, file.path, "open");
     }
@@ -72,8 +84,15 @@ export class VhdxImage implements BlockBackend {
     return this.m.params.leaveBlocksAllocated;
   }
   /** "fixed" when the file parameters ask blocks to stay allocated (qemu's and Hyper-V's fixed disks). */
-  get variant(): "fixed" | "dynamic" {
-    return this.m.params.leaveBlocksAllocated ? "fixed" : "dynamic";
+  get variant(): "fixed" | "dynamic" | "differencing" {
+    return this.m.params.hasParent ? "differencing" : this.m.params.leaveBlocksAllocated ? "fixed" : "dynamic";
+  }
+  get hasParent(): boolean {
+    return this.m.params.hasParent;
+  }
+  /** What the log replay at open did (null: the log was empty). The file itself is unchanged. */
+  get logReplay(): VhdxMetadata["replay"] {
+    return this.m.replay;
   }
   get creator(): string {
     return this.m.creator;
@@ -89,31 +108,124 @@ export class VhdxImage implements BlockBackend {
     return this.m.header.fileWriteGuid;
   }
 
+  // --- chain identity ----------------------------------------------------------------------------
+
+  /** Changes whenever the disk's contents change (Hyper-V's DataWriteGuid). */
+  get modifyUuid(): string {
+    return this.m.header.dataWriteGuid;
+  }
+  /** The bound parent's UUID; before binding, parent_linkage (no image has it as its uuid). */
+  get parentUuid(): string | null {
+    const l = this.m.parentLocator;
+    return l ? (this.bound?.uuid ?? l.linkage) : null;
+  }
+  /** The parent's DataWriteGuid as this image recorded it (the linkage that matched, once bound). */
+  get parentModifyUuid(): string | null {
+    const l = this.m.parentLocator;
+    return l ? (this.bound?.modifyUuid ?? l.linkage) : null;
+  }
+  /** A copy of the parent locator (null for a base image). */
+  get parentLocator(): ParentLocator | null {
+    const l = this.m.parentLocator;
+    return l ? { ...l, entries: new Map(l.entries) } : null;
+  }
+  /** The parent's file as this host looks for it, relative to this image's folder (see parent-locator.ts). */
+  get parentFileName(): string | null {
+    return this.m.parentLocator ? parentFileName(this.m.parentLocator) : null;
+  }
+
+  /**
+   * Accept `parent` (found by file name) if its DataWriteGuid is one the locator records; only
+   * then does parentUuid name it, so a chain over any other file is refused by checkChain.
+   */
+  bindParent(parent: LayeredImage): boolean {
+    const l = this.m.parentLocator;
+    if (!l || (parent.modifyUuid !== l.linkage && parent.modifyUuid !== l.linkage2)) return false;
+    this.bound = { uuid: parent.uuid, modifyUuid: parent.modifyUuid };
+    return true;
+  }
+
+  setParent(_link: ParentLink | null): Promise<void> {
+    return this.refuse("set parent");
+  }
+
+  // --- blocks ------------------------------------------------------------------------------------
+
   /** Payload block `i`'s state and file offset. */
   blockEntry(i: number): { state: number; offset: number } {
     return decodeEntry(this.m.bat, payloadIndex(i, this.m.geometry.chunkRatio));
+  }
+
+  blockState(index: number): BlockState {
+    if (index < 0 || index * this.blockSize >= this.size) return "unallocated";
+    switch (this.blockEntry(index).state) {
+      case PayloadState.fullyPresent:
+        return "data";
+      case PayloadState.partiallyPresent:
+        return this.m.partial.get(index) ? "data" : "unallocated";
+      case PayloadState.zero:
+        return "zero";
+      case PayloadState.undefined:
+      case PayloadState.unmapped:
+        // Stored states of their own: in a child they hide the parent (and read as zeros).
+        return this.hasParent ? "zero" : "unallocated";
+      default:
+        return "unallocated";
+    }
+  }
+
+  storedRuns(index: number, offsetInBlock: number, length: number): StoredRun[] {
+    const bitmap = this.blockEntry(index).state === PayloadState.partiallyPresent ? this.m.partial.get(index) : undefined;
+    return bitmap ? sectorRuns(bitmap, offsetInBlock, length) : [{ length, stored: bitmap !== null }];
+  }
+
+  async readBlockPart(index: number, offsetInBlock: number, buf: Uint8Array): Promise<void> {
+    this.checkOpen();
+    if (this.blockState(index) !== "data") throw new MediumError("corrupt", `block ${index} is not stored in this image`, { path: this.path });
+    const pos = this.blockEntry(index).offset + offsetInBlock;
+    let n: number;
+    try {
+      n = await readFully(this.file, pos, buf);
+    } catch (e) {
+      throw asMediumError(e, this.path, "read");
+    }
+    if (n < buf.length) throw this.short(pos + n);
+  }
+
+  writeBlockPart(_index: number, _offsetInBlock: number, _data: Uint8Array, _fillBelow: FillBelow): Promise<void> {
+    return this.refuse("write");
   }
 
   private checkOpen(): void {
     if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
   }
 
+  /** A request as file ranges and zeros (sectors a child leaves to its parent read as zeros here). */
   private pieces(offset: number, length: number): Piece[] {
     const bs = this.blockSize;
     const out: Piece[] = [];
+    const push = (at: number, n: number, filePos: number | null): void => {
+      const prev = out[out.length - 1];
+      if (prev && ((prev.filePos === null && filePos === null) || (prev.filePos !== null && filePos !== null && prev.filePos + prev.length === filePos))) {
+        prev.length += n;
+      } else {
+        out.push({ at, length: n, filePos });
+      }
+    };
     let at = 0;
     while (at < length) {
       const pos = offset + at;
       const block = Math.floor(pos / bs);
       const within = pos - block * bs;
       const n = Math.min(bs - within, length - at);
-      const e = this.blockEntry(block);
-      const filePos = e.state === PayloadState.fullyPresent ? e.offset + within : null;
-      const prev = out[out.length - 1];
-      if (prev && ((prev.filePos === null && filePos === null) || (prev.filePos !== null && filePos !== null && prev.filePos + prev.length === filePos))) {
-        prev.length += n;
-      } else {
-        out.push({ at, length: n, filePos });
+      const base = this.blockState(block) === "data" ? this.blockEntry(block).offset : null;
+      if (base === null) push(at, n, null);
+      else {
+        let r = 0;
+        for (const run of this.storedRuns(block, within, n)) {
+          push(at + r, run.length, run.stored ? base + within + r : null);
+          r += run.length;
+        }
       }
       at += n;
     }
@@ -184,20 +296,30 @@ export class VhdxImage implements BlockBackend {
     return this.refuse("discard");
   }
 
-  /** Fully present blocks as data; blocks in the zero state as zero. Others are not stored. */
+  /** What this file stores: its present sectors as data, blocks it marks zero as zero. */
   async allocatedExtents(): Promise<Extent[]> {
     this.checkOpen();
     const out: Extent[] = [];
+    const push = (offset: number, length: number, state: Extent["state"]): void => {
+      const prev = out[out.length - 1];
+      if (prev && prev.state === state && prev.offset + prev.length === offset) prev.length += length;
+      else out.push({ offset, length, state });
+    };
     const bs = this.blockSize;
     for (let i = 0; i < this.m.geometry.payloadBlocks; i++) {
-      const { state } = this.blockEntry(i);
-      const kind = state === PayloadState.fullyPresent ? "data" : state === PayloadState.zero ? "zero" : null;
-      if (!kind) continue;
+      const state = this.blockState(i);
+      if (state === "unallocated") continue;
       const offset = i * bs;
       const length = Math.min(bs, this.size - offset);
-      const prev = out[out.length - 1];
-      if (prev && prev.state === kind && prev.offset + prev.length === offset) prev.length += length;
-      else out.push({ offset, length, state: kind });
+      if (state === "zero") {
+        push(offset, length, "zero");
+        continue;
+      }
+      let at = offset;
+      for (const run of this.storedRuns(i, 0, length)) {
+        if (run.stored) push(at, run.length, "data");
+        at += run.length;
+      }
     }
     return out;
   }

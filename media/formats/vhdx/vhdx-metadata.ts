@@ -1,13 +1,27 @@
 /**
  * Read and validate everything a VHDX reader needs, in order: file identifier, current header,
- * log (must be empty), region table, metadata region, BAT. Reads only; any problem is a
- * MediumError (invalid-format, corrupt or unsupported) naming the file.
+ * log (replayed in memory when it holds an active sequence), region table, metadata region
+ * (with the parent locator of a differencing image), BAT, and the sector bitmaps of partially
+ * present blocks. Reads only; any problem is a MediumError (invalid-format, corrupt or
+ * unsupported) naming the file.
  */
 import { MediumError } from "../../block.js";
 import type { FileIo } from "../../io/file-io.js";
 import { isNullUuid } from "../uuid.js";
-import { BAT_ENTRY_SIZE, PayloadState, SectorBitmapState, batGeometry, decodeEntry, payloadIndex, type BatGeometry } from "./bat.js";
-import { validLogEntries } from "./log.js";
+import {
+  BAT_ENTRY_SIZE,
+  PayloadState,
+  SECTOR_BITMAP_BLOCK_SIZE,
+  SectorBitmapState,
+  batGeometry,
+  decodeEntry,
+  payloadIndex,
+  sectorBitmapIndex,
+  type BatGeometry,
+} from "./bat.js";
+import { findLogReplay } from "./log.js";
+import { LogOverlay, ReplayedFile } from "./log-overlay.js";
+import { parseParentLocator, type ParentLocator } from "./parent-locator.js";
 import {
   BAT_REGION_GUID,
   HEADER1_OFFSET,
@@ -49,7 +63,16 @@ export interface VhdxMetadata {
   geometry: BatGeometry;
   /** The BAT entries (geometry.totalEntries of them), raw. */
   bat: DataView;
+  /** The file's size (after log replay). */
   fileSize: number;
+  /** Everything after the headers is read through this: the file, or the file as replay leaves it. */
+  file: FileIo;
+  /** The log replayed in memory at open, or null when the log was empty. */
+  replay: { entries: number; firstSequence: bigint; lastSequence: bigint } | null;
+  /** A differencing image's parent locator; null for a base image. */
+  parentLocator: ParentLocator | null;
+  /** Partially present blocks: their slice of the sector bitmap, or null when none of their sectors is stored. */
+  partial: Map<number, Uint8Array | null>;
 }
 
 export function asMediumError(e: unknown, path: string, what: string): MediumError {
@@ -72,6 +95,11 @@ export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Pro
 const corrupt = (m: string): VhdxParseError => new VhdxParseError("corrupt", m);
 const unsupported = (m: string): VhdxParseError => new VhdxParseError("unsupported", m);
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
+const addTo = (m: Map<number, number[]>, key: number, value: number): void => {
+  const list = m.get(key);
+  if (list) list.push(value);
+  else m.set(key, [value]);
+};
 
 async function readExact(file: FileIo, pos: number, length: number, what: string): Promise<Uint8Array> {
   const buf = new Uint8Array(length);
@@ -89,15 +117,15 @@ function checkRegion(name: string, offset: number, length: number, fileSize: num
   if (offset + length > fileSize) throw corrupt(`${name} at ${offset}+${length} is beyond the end of the file (${fileSize})`);
 }
 
-export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
-  const fileSize = await file.size();
-  if (fileSize < HEADER_SECTION_SIZE) {
+export async function readVhdxMetadata(raw: FileIo): Promise<VhdxMetadata> {
+  const rawSize = await raw.size();
+  if (rawSize < HEADER_SECTION_SIZE) {
     const head = new Uint8Array(8);
-    await readFully(file, 0, head);
+    await readFully(raw, 0, head);
     if (!isVhdx(head)) throw new VhdxParseError("invalid-format", "no 'vhdxfile' signature");
-    throw corrupt(`file is ${fileSize} bytes, shorter than the 1 MiB header section`);
+    throw corrupt(`file is ${rawSize} bytes, shorter than the 1 MiB header section`);
   }
-  const section = await readExact(file, 0, HEADER_SECTION_SIZE, "header section");
+  const section = await readExact(raw, 0, HEADER_SECTION_SIZE, "header section");
   if (!isVhdx(section)) throw new VhdxParseError("invalid-format", "no 'vhdxfile' signature");
   const creator = parseCreator(section.subarray(0, 64 * KiB));
 
@@ -105,6 +133,26 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
     section.subarray(HEADER1_OFFSET, HEADER1_OFFSET + HEADER_SIZE),
     section.subarray(HEADER2_OFFSET, HEADER2_OFFSET + HEADER_SIZE),
   );
+
+  // Log: an active sequence is replayed in memory; from here on every read sees its writes.
+  let file: FileIo = raw;
+  let fileSize = rawSize;
+  let replay: VhdxMetadata["replay"] = null;
+  const logged = !isNullUuid(header.logGuid);
+  if (logged) {
+    if (header.logLength === 0) throw corrupt("header has a log GUID but an empty log");
+    checkRegion("log", header.logOffset, header.logLength, rawSize);
+    if (header.logLength > MAX_IN_MEMORY) throw unsupported(`log of ${header.logLength} bytes (at most ${MAX_IN_MEMORY} are replayed in memory)`);
+    const log = await readExact(raw, header.logOffset, header.logLength, "log");
+    const r = findLogReplay(log, { logGuid: header.logGuid, logOffset: header.logOffset, fileSize: rawSize });
+    if (r) {
+      const overlay = new LogOverlay(r);
+      overlay.patch(0, section); // the region tables may be in it
+      file = new ReplayedFile(raw, overlay, r.fileSize);
+      fileSize = r.fileSize;
+      replay = { entries: r.entries.length, firstSequence: r.entries[0]!.sequence, lastSequence: r.entries[r.entries.length - 1]!.sequence };
+    }
+  }
 
   // Region table: the first copy, or the second where the first is damaged.
   const regions =
@@ -132,16 +180,7 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
     ["BAT region", batRegion.fileOffset, batRegion.length],
     ["metadata region", metaRegion.fileOffset, metaRegion.length],
   ];
-
-  // Log: anything to replay means the BAT and metadata on disk may be stale.
-  if (!isNullUuid(header.logGuid)) {
-    if (header.logLength === 0) throw corrupt("header has a log GUID but an empty log");
-    checkRegion("log", header.logOffset, header.logLength, fileSize);
-    spans.push(["log", header.logOffset, header.logLength]);
-    if (header.logLength > MAX_IN_MEMORY || validLogEntries(await readExact(file, header.logOffset, header.logLength, "log"), header.logGuid).length) {
-      throw unsupported("the log is not empty: it needs replay, which this read-only reader does not do (open the image once in Hyper-V, or run `qemu-img check -r all` on it)");
-    }
-  }
+  if (logged) spans.push(["log", header.logOffset, header.logLength]);
   for (let i = 0; i < spans.length; i++) {
     for (let j = i + 1; j < spans.length; j++) {
       const [an, ao, al] = spans[i]!;
@@ -149,11 +188,19 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
       if (ao < bo + bl && bo < ao + al) throw corrupt(`${an} and ${bn} overlap`);
     }
   }
+  /** A block of `length` bytes at `offset` must be past the header section, inside the file and clear of the regions. */
+  const checkBlock = (what: string, offset: number, length: number): void => {
+    if (offset < HEADER_SECTION_SIZE) throw corrupt(`${what} points into the header section (${offset})`);
+    if (offset + length > fileSize) throw corrupt(`${what} at ${offset}+${length} is beyond the end of the file (${fileSize})`);
+    for (const [name, o, l] of spans) {
+      if (offset < o + l && o < offset + length) throw corrupt(`${what} at ${offset} overlaps the ${name}`);
+    }
+  };
 
   // Metadata region.
   if (metaRegion.length > MAX_IN_MEMORY) throw unsupported(`metadata region of ${metaRegion.length} bytes`);
   if (metaRegion.length < METADATA_TABLE_SIZE) throw corrupt("metadata region is smaller than its table");
-  const { params } = parseMetadataRegion(await readExact(file, metaRegion.fileOffset, metaRegion.length, "metadata region"));
+  const { params, parentLocator: locatorItem } = parseMetadataRegion(await readExact(file, metaRegion.fileOffset, metaRegion.length, "metadata region"));
   const { blockSize, virtualDiskSize: size, logicalSectorSize: lss, physicalSectorSize: pss } = params;
   if (!isPow2(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE) {
     throw corrupt(`block size ${blockSize} (a power of two from 1 MiB to 256 MiB)`);
@@ -163,7 +210,11 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
   if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_VHDX_SIZE || size % lss) {
     throw corrupt(`virtual disk size ${size} (a multiple of ${lss} up to 64 TiB)`);
   }
-  if (params.hasParent) throw unsupported("differencing VHDX (has a parent) is not supported yet");
+  let parentLocator: ParentLocator | null = null;
+  if (params.hasParent) {
+    if (!locatorItem) throw corrupt("differencing VHDX (has a parent) without a parent locator metadata item");
+    parentLocator = parseParentLocator(locatorItem);
+  }
   if (lss !== 512) throw unsupported(`logical sector size ${lss} is not supported yet (only 512)`);
 
   // BAT.
@@ -172,6 +223,7 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
   if (batBytes > batRegion.length) throw corrupt(`BAT region (${batRegion.length} bytes) is smaller than the ${geometry.totalEntries} entries the disk needs`);
   const batBuf = await readExact(file, batRegion.fileOffset, batBytes, "BAT");
   const bat = new DataView(batBuf.buffer, batBuf.byteOffset, batBuf.byteLength);
+  const partialByChunk = new Map<number, number[]>();
   for (let i = 0; i < geometry.payloadBlocks; i++) {
     const { state, offset } = decodeEntry(bat, payloadIndex(i, geometry.chunkRatio));
     switch (state) {
@@ -180,28 +232,57 @@ export async function readVhdxMetadata(file: FileIo): Promise<VhdxMetadata> {
       case PayloadState.zero:
       case PayloadState.unmapped:
         break;
-      case PayloadState.fullyPresent: {
-        const length = Math.min(blockSize, size - i * blockSize);
-        if (offset < HEADER_SECTION_SIZE) throw corrupt(`BAT entry for block ${i} points into the header section (${offset})`);
-        if (offset + length > fileSize) throw corrupt(`BAT entry for block ${i} at ${offset}+${length} is beyond the end of the file (${fileSize})`);
-        for (const [name, o, l] of spans) {
-          if (offset < o + l && o < offset + length) throw corrupt(`block ${i} at ${offset} overlaps the ${name}`);
-        }
-        break;
-      }
       case PayloadState.partiallyPresent:
-        throw corrupt(`block ${i} is partially present in an image without a parent`);
+        if (!params.hasParent) throw corrupt(`block ${i} is partially present in an image without a parent`);
+        checkBlock(`BAT entry for block ${i}`, offset, Math.min(blockSize, size - i * blockSize));
+        addTo(partialByChunk, Math.floor(i / geometry.chunkRatio), i);
+        break;
+      case PayloadState.fullyPresent:
+        checkBlock(`BAT entry for block ${i}`, offset, Math.min(blockSize, size - i * blockSize));
+        break;
       default:
         throw corrupt(`BAT entry for block ${i} has reserved state ${state}`);
     }
   }
   for (let c = 0; c < geometry.sectorBitmapBlocks; c++) {
-    const index = c * (geometry.chunkRatio + 1) + geometry.chunkRatio;
+    const index = sectorBitmapIndex(c, geometry.chunkRatio);
     if (index >= geometry.totalEntries) break;
     const { state } = decodeEntry(bat, index);
     if (state !== SectorBitmapState.notPresent && state !== SectorBitmapState.present) {
       throw corrupt(`sector bitmap entry ${c} has reserved state ${state}`);
     }
   }
-  return { creator, header, headerCopy: which, regions, params, geometry, bat, fileSize };
+  const partial = await readPartialBitmaps(file, bat, geometry, blockSize, partialByChunk, checkBlock);
+  return { creator, header, headerCopy: which, regions, params, geometry, bat, fileSize, file, replay, parentLocator, partial };
+}
+
+/**
+ * The sector bitmap slices of the partially present blocks (`byChunk`: chunk -> its partial
+ * blocks), one 1 MiB sector bitmap block read per chunk. A slice with no bit set is null.
+ */
+async function readPartialBitmaps(
+  file: FileIo,
+  bat: DataView,
+  geometry: BatGeometry,
+  blockSize: number,
+  byChunk: Map<number, number[]>,
+  checkBlock: (what: string, offset: number, length: number) => void,
+): Promise<Map<number, Uint8Array | null>> {
+  const out = new Map<number, Uint8Array | null>();
+  const sliceBytes = blockSize / 512 / 8;
+  let total = 0;
+  for (const [chunk, blocks] of byChunk) {
+    const { state, offset } = decodeEntry(bat, sectorBitmapIndex(chunk, geometry.chunkRatio));
+    if (state !== SectorBitmapState.present) throw corrupt(`block ${blocks[0]} is partially present but chunk ${chunk} has no sector bitmap`);
+    checkBlock(`sector bitmap of chunk ${chunk}`, offset, SECTOR_BITMAP_BLOCK_SIZE);
+    total += blocks.length * sliceBytes;
+    if (total > MAX_IN_MEMORY) throw unsupported(`more than ${MAX_IN_MEMORY} bytes of sector bitmaps for partially present blocks`);
+    const sb = await readExact(file, offset, SECTOR_BITMAP_BLOCK_SIZE, `sector bitmap of chunk ${chunk}`);
+    for (const i of blocks) {
+      const at = (i % geometry.chunkRatio) * sliceBytes;
+      const slice = sb.slice(at, at + sliceBytes);
+      out.set(i, slice.some((b) => b !== 0) ? slice : null);
+    }
+  }
+  return out;
 }

@@ -1,7 +1,9 @@
 /**
  * Interop with qemu-img / qemu-io: VHDX images qemu makes (dynamic and fixed, 1 MiB and 32 MiB
  * blocks), written across block boundaries and with zero writes, read byte for byte as
- * `qemu-img convert -O raw` sees them. The files are not changed by opening them.
+ * `qemu-img convert -O raw` sees them. The files are not changed by opening them. qemu writes
+ * its metadata updates through the log: an entry it left behind, made active again, is replayed
+ * by us in memory exactly as qemu replays it into the file.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -11,8 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
 import { firstDiff } from "../vdi/test-support.js";
+import { readLogEntry } from "./log.js";
+import { setHeader } from "./log-test-support.js";
+import { HEADER1_OFFSET, HEADER2_OFFSET, HEADER_SIZE, isVhdx, pickHeader } from "./structures.js";
+import { uuidFromGuidBytes } from "../uuid.js";
 import { openVhdx } from "./vhdx-image.js";
-import { isVhdx } from "./structures.js";
 
 const MiB = 1 << 20;
 const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
@@ -115,5 +120,47 @@ describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
     }
     await img.close();
     expect(Buffer.compare(fs.readFileSync(p), before)).toBe(0);
+  });
+
+  it("replays a log entry qemu wrote as qemu does, in memory, leaving the file as it was", async () => {
+    const p = file("logged.vhdx");
+    run("qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", p, "8M");
+    qemuIo(p, "write -P 0x5c 1048064 4096", "write -P 0x3a 6291456 65536", "write -z 1048576 4096");
+    const clean = fs.readFileSync(p);
+    const { header } = pickHeader(clean.subarray(HEADER1_OFFSET, HEADER1_OFFSET + HEADER_SIZE), clean.subarray(HEADER2_OFFSET, HEADER2_OFFSET + HEADER_SIZE));
+    const log = clean.subarray(header.logOffset, header.logOffset + header.logLength);
+    // Each of qemu's entries carries its own log GUID.
+    const guids: string[] = [];
+    for (let at = 0; at < log.length; at += 4096) {
+      if (log.readUInt32LE(at) !== 0x65676f6c) continue;
+      const guid = uuidFromGuidBytes(log, at + 32);
+      if (readLogEntry(log, at, guid)) guids.push(guid);
+    }
+    expect(guids.length).toBeGreaterThanOrEqual(2);
+    const now = new Uint8Array(8 * MiB);
+    const cleanImg = await openVhdx(opener, p);
+    await cleanImg.read(0, now);
+    await cleanImg.close();
+    let rolledBack = 0; // older entries hold older BAT sectors: replaying one shows less data
+    for (const [i, logGuid] of guids.entries()) {
+      const dirty = Buffer.from(clean);
+      setHeader(dirty, { ...header, logGuid, sequenceNumber: header.sequenceNumber + 2 });
+      const ours = file(`dirty-${i}.vhdx`);
+      fs.writeFileSync(ours, dirty);
+      const theirs = file(`replayed-${i}.vhdx`);
+      fs.writeFileSync(theirs, dirty);
+      run("qemu-img", "check", "-q", "-r", "all", "-f", "vhdx", theirs); // qemu replays into the file
+      run("qemu-img", "convert", "-f", "vhdx", "-O", "raw", theirs, `${theirs}.raw`);
+      const want = fs.readFileSync(`${theirs}.raw`);
+      const img = await openVhdx(opener, ours);
+      expect(img.logReplay?.entries).toBe(1);
+      const got = new Uint8Array(img.size);
+      await img.read(0, got);
+      await img.close();
+      expect(firstDiff(got, want), `entry ${i}`).toBe(-1);
+      expect(Buffer.compare(fs.readFileSync(ours), dirty)).toBe(0);
+      if (firstDiff(got, now) !== -1) rolledBack++;
+    }
+    expect(rolledBack).toBeGreaterThan(0);
   });
 });
