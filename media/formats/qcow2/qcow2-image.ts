@@ -7,6 +7,8 @@
  *   end of the file: the whole cluster is written (the rest of it from the layers below, from the
  *   decompressed old data, or zeros), then the L2 entry points at it. One allocation per cluster
  *   at a time: concurrent writers into it wait for the first (copy-on-write happens once).
+ * - A request's clusters go to the file in runs (request-plan.ts): one read or in-place write per
+ *   stretch that is contiguous on the host, one allocation and one write for whole new clusters.
  * - Compressed clusters are read (and rewritten uncompressed on write) through an injected
  *   `inflate` (node/inflate.ts on Node): codecs here have no zlib.
  * - Not writable (refused at a read-write open, read-only is fine): images with internal
@@ -29,6 +31,7 @@ import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, clusterSize, newHeader, serializeHead
 import { readQcow2Metadata } from "./qcow2-metadata.js";
 import { Qcow2Store } from "./qcow2-store.js";
 import { ZERO_FLAG, type ClusterMapping } from "./tables.js";
+import { planRead, planWrite } from "./request-plan.js";
 
 export { isQcow2 } from "./header.js";
 
@@ -256,16 +259,10 @@ export class Qcow2Image implements LayeredImage {
     this.checkOpen();
     checkRequest(this, offset, buf.length, this.path);
     await this.waitUnstored(offset, buf.length);
-    const cs = this.blockSize;
-    const reads: Promise<void>[] = [];
-    for (let done = 0; done < buf.length; ) {
-      const abs = offset + done;
-      const index = Math.floor(abs / cs);
-      const inCluster = abs - index * cs;
-      const n = Math.min(cs - inCluster, buf.length - done);
-      reads.push(this.readMapped(this.store.lookup(index), inCluster, buf.subarray(done, done + n)));
-      done += n;
-    }
+    const reads = planRead(offset, buf.length, this.blockSize, (index) => this.store.lookup(index)).map((p) => {
+      const dst = buf.subarray(p.start, p.end);
+      return p.kind === "stored" ? this.readHost(p.host, dst) : this.readMapped(p.mapping, p.inCluster, dst);
+    });
     await Promise.all(reads);
   }
 
@@ -280,11 +277,24 @@ export class Qcow2Image implements LayeredImage {
       dst.set(data.subarray(inCluster, inCluster + dst.length));
       return;
     }
+    await this.readHost(m.host + inCluster, dst);
+  }
+
+  /** Stored bytes at `host`; qemu reads a cluster cut short by the end of the file as zeros past it. */
+  private async readHost(host: number, dst: Uint8Array): Promise<void> {
     try {
-      const n = await readFully(this.store.file, m.host + inCluster, dst);
-      dst.fill(0, n); // qemu reads a cluster cut short by the end of the file as zeros past it
+      const n = await readFully(this.store.file, host, dst);
+      dst.fill(0, n);
     } catch (e) {
       throw asMediumError(e, this.path, "read");
+    }
+  }
+
+  private async writeHost(host: number, data: Uint8Array): Promise<void> {
+    try {
+      await this.store.file.write(host, data);
+    } catch (e) {
+      throw asMediumError(e, this.path, "write");
     }
   }
 
@@ -336,30 +346,65 @@ export class Qcow2Image implements LayeredImage {
     const cs = this.blockSize;
     const job = (async () => {
       await this.beginSession();
-      const parts: Promise<void>[] = [];
-      for (let done = 0; done < buf.length; ) {
-        const abs = offset + done;
-        const index = Math.floor(abs / cs);
-        const inCluster = abs - index * cs;
-        const n = Math.min(cs - inCluster, buf.length - done);
-        parts.push(this.writeInCluster(index, inCluster, buf.subarray(done, done + n), async () => undefined));
-        done += n;
-      }
-      await Promise.all(parts);
+      await Promise.all(this.startWrites(offset, buf));
     })();
     await this.track(Math.floor(offset / cs), Math.floor((offset + buf.length - 1) / cs), job);
+  }
+
+  /**
+   * Start one request's writes, in runs (request-plan.ts): stored clusters that follow each other
+   * on the host get one write in place; whole clusters needing new storage get one contiguous
+   * allocation and one write straight from `buf`; the rest goes cluster by cluster.
+   * Synchronous: every mapping looked at here is acted on (or its allocation claimed) before
+   * anything else can change it.
+   */
+  private startWrites(offset: number, buf: Uint8Array): Promise<void>[] {
+    const s = this.store;
+    const plan = planWrite(offset, buf, s.cs, {
+      lookup: (index) => s.lookup(index),
+      storedAt: (m) => (this.writesInPlace(m) ? m.host : null),
+      // Not: a zero cluster with preallocated storage (filled in place), one another request is
+      // allocating (wait for it), zeros (stored as nothing or a zero flag, see allocate).
+      fresh: (index, m, data) => !(m.kind === "zero" && m.host !== 0) && !this.allocations.busy(index) && !isZero(data),
+    });
+    return plan.map((p) => {
+      const data = buf.subarray(p.start, p.end);
+      if (p.kind === "in-place") return this.writeHost(p.host, data);
+      if (p.kind === "fresh") return this.allocateRun(p.first, p.old, data);
+      return this.writeInCluster(p.index, p.inCluster, data, async () => undefined);
+    });
+  }
+
+  /**
+   * New storage for the whole clusters from `first` on (one per entry of `old`: their mappings
+   * until now), as one contiguous run: counted first, the data written from the caller's buffer,
+   * then the L2 entries (as allocate() does for one cluster). Each cluster's allocation is claimed
+   * at once, so concurrent writers into them wait and then write in place.
+   */
+  private allocateRun(first: number, old: ClusterMapping[], data: Uint8Array): Promise<void> {
+    const s = this.store;
+    const job = (async () => {
+      const host = s.allocate(old.length);
+      await this.writeHost(host, data);
+      for (let k = 0; k < old.length; k++) {
+        s.setMapping(first + k, host + k * s.cs);
+        s.release(old[k]!);
+      }
+    })();
+    return Promise.all(old.map((_, k) => this.allocations.once(first + k, () => job))).then(() => undefined);
+  }
+
+  /** Stored here and not shared (refcount 1): written where it is. */
+  private writesInPlace(m: ClusterMapping): m is { kind: "data"; host: number; copied: boolean } {
+    return m.kind === "data" && this.store.refcount(m.host / this.store.cs) === 1;
   }
 
   private async writeInCluster(index: number, inCluster: number, data: Uint8Array, fillBelow: FillBelow): Promise<void> {
     const s = this.store;
     for (;;) {
       const m = s.lookup(index);
-      if (m.kind === "data" && s.refcount(m.host / s.cs) === 1) {
-        try {
-          await s.file.write(m.host + inCluster, data);
-        } catch (e) {
-          throw asMediumError(e, this.path, "write");
-        }
+      if (this.writesInPlace(m)) {
+        await this.writeHost(m.host + inCluster, data);
         return;
       }
       if (await this.allocations.once(index, () => this.allocate(index, inCluster, data, m, fillBelow))) return;
@@ -369,15 +414,19 @@ export class Qcow2Image implements LayeredImage {
   private async allocate(index: number, inCluster: number, data: Uint8Array, m: ClusterMapping, fillBelow: FillBelow): Promise<void> {
     const s = this.store;
     const cs = s.cs;
-    const covered = Math.min(cs, this.size - index * cs);
-    const whole = inCluster === 0 && data.length >= covered;
-    const cluster = new Uint8Array(cs);
-    if (!whole) {
-      if (m.kind === "compressed") cluster.set(await this.decompress(m));
-      else if (m.kind === "data") await this.readMapped(m, 0, cluster); // shared (refcount > 1): copy before writing
-      else if (m.kind === "unallocated") await fillBelow(cluster);
+    // A whole cluster is written from the caller's buffer; only a partial one needs the rest filled in.
+    let cluster = data;
+    if (data.length !== cs) {
+      const covered = Math.min(cs, this.size - index * cs);
+      const whole = inCluster === 0 && data.length >= covered;
+      cluster = new Uint8Array(cs);
+      if (!whole) {
+        if (m.kind === "compressed") cluster.set(await this.decompress(m));
+        else if (m.kind === "data") await this.readMapped(m, 0, cluster); // shared (refcount > 1): copy before writing
+        else if (m.kind === "unallocated") await fillBelow(cluster);
+      }
+      cluster.set(data, inCluster);
     }
-    cluster.set(data, inCluster);
     const hasBacking = this.backingFile !== null;
     if (isZero(cluster)) {
       // Zeros need no storage: nothing where nothing shows through, a zero flag (v3) where a backing file would.
@@ -389,20 +438,16 @@ export class Qcow2Image implements LayeredImage {
         return;
       }
     }
-    try {
-      if (m.kind === "zero" && m.host !== 0) {
-        // A preallocated zero cluster: fill it in place, then drop the flag.
-        await s.file.write(m.host, cluster);
-        s.setMapping(index, m.host);
-        return;
-      }
-      const host = s.allocate(1);
-      await s.file.write(host, cluster);
-      s.setMapping(index, host);
-      s.release(m);
-    } catch (e) {
-      throw asMediumError(e, this.path, "write");
+    if (m.kind === "zero" && m.host !== 0) {
+      // A preallocated zero cluster: fill it in place, then drop the flag.
+      await this.writeHost(m.host, cluster);
+      s.setMapping(index, m.host);
+      return;
     }
+    const host = s.allocate(1);
+    await this.writeHost(host, cluster);
+    s.setMapping(index, host);
+    s.release(m);
   }
 
   async flush(): Promise<void> {

@@ -265,3 +265,106 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
     await (await openQcow2(opener, p, { readOnly: true })).close();
   });
 });
+
+/**
+ * Requests of many clusters (joined into runs, request-plan.ts) against qemu: qemu-img check is
+ * clean and the disk compares equal after each step. 4 KiB clusters: an L2 table maps 2 MiB.
+ */
+describe.skipIf(!hasQemu)("qcow2 requests of many clusters, with qemu-img", () => {
+  const K = 1024;
+
+  it("writes over stored and new clusters, partial ends, across L2 tables, zeros among data", async () => {
+    const p = file("runs.qcow2");
+    const img = await createQcow2(opener, p, { size: 8 * MiB, clusterSize: 4096 });
+    const model = new Uint8Array(img.size);
+    const zerosInside = pattern(5 * MiB, 64 * K, 5);
+    zerosInside.fill(0, 8 * K, 24 * K);
+    const steps: [number, Uint8Array][] = [
+      [64 * K, pattern(64 * K, 64 * K, 1)], // 16 new clusters
+      [2 * MiB - 20 * K, pattern(2 * MiB - 20 * K, 40 * K, 2)], // across the first L2 boundary
+      [32 * K + 512, pattern(32 * K + 512, 200 * K, 3)], // partial ends; new, stored, new
+      [5 * MiB, zerosInside], // four whole clusters of zeros: not stored
+      [2 * MiB - 100 * K, pattern(0, 3 * MiB, 4)], // stored, new, stored, across the second boundary (4 MiB)
+      [5 * MiB + 4 * K, new Uint8Array(24 * K)], // zeros over stored data (written in place) and over nothing
+      [0, pattern(0, 8 * MiB, 6)], // everything, mostly in place
+    ];
+    for (const [i, [at, data]] of steps.entries()) {
+      await img.write(at, data);
+      model.set(data, at);
+      await img.flush();
+      expectCheckClean(p);
+      expectQemuSees(p, model);
+      if (i === 3) expect(img.blockState((5 * MiB + 8 * K) / 4096)).toBe("unallocated");
+    }
+    expect(firstDiff(await readAll(img), model)).toBe(-1);
+    await img.close();
+    expectCheckClean(p);
+  });
+
+  it("reads qemu's scattered clusters (runs that follow each other on the host and ones that do not) byte for byte, then writes over them", async () => {
+    const p = file("scattered.qcow2");
+    execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", "cluster_size=4096", p, "8M"]);
+    // Written out of order, so neighbouring clusters land apart on the host.
+    const writes = ["write -P 0x11 3M 1M", "write -P 0x22 0 512k", "write -P 0x33 2044k 8k", "write -P 0x44 1M 64k", "write -P 0x55 512k 4k", "write -P 0x66 1020k 8k", "write -z 1040k 16k", "write -P 0x77 4k 8k"];
+    execFileSync("qemu-io", ["-f", "qcow2", ...writes.flatMap((w) => ["-c", w]), p]);
+    type MapEntry = { start: number; length: number; data: boolean; zero: boolean; offset?: number };
+    const map = JSON.parse(execFileSync("qemu-img", ["map", "--output=json", p], { encoding: "utf8" })) as MapEntry[];
+    const apart = map.some((e, i) => e.data && map[i + 1]?.data && map[i + 1]!.start === e.start + e.length && map[i + 1]!.offset !== e.offset! + e.length);
+    expect(apart).toBe(true); // neighbours in the disk, not on the host
+    expect(map.some((e) => e.zero && e.offset !== undefined)).toBe(true); // a zero cluster with storage (write -z over data)
+    const want = qemuRaw(p);
+    const ro = await openQcow2(opener, p, { readOnly: true });
+    expect(firstDiff(await readAll(ro), want)).toBe(-1);
+    for (const [step, length] of [[300 * K + 512, 700 * K], [4 * K, 12 * K], [MiB - 512, 3 * MiB]]) {
+      for (let at = 0; at + length <= want.length; at += step) {
+        const buf = new Uint8Array(length);
+        await ro.read(at, buf);
+        expect(firstDiff(buf, want.subarray(at, at + length)), `read ${at}+${length}`).toBe(-1);
+      }
+    }
+    await ro.close();
+    const rw = await openQcow2(opener, p);
+    const model = want.slice();
+    for (const [at, length, tag] of [[512 * K - 2 * K, MiB + 4 * K, 1], [3 * MiB + 4 * K, 12 * K, 2], [1000 * K, 80 * K, 3] /* over the zero clusters with storage */, [2 * MiB - 64 * K, 3 * MiB, 4]]) {
+      const data = pattern(at!, length!, tag);
+      await rw.write(at!, data);
+      model.set(data, at);
+    }
+    await rw.close();
+    expectCheckClean(p);
+    expectQemuSees(p, model);
+  });
+
+  it("with a backing file: whole clusters written alone in runs (zeros flagged to hide the base), partial ones through the chain", async () => {
+    const base = file("runs-base.qcow2");
+    const top = file("runs-top.qcow2");
+    execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", "cluster_size=4096", base, "8M"]);
+    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 8M", base]);
+    const img = await createQcow2(opener, top, { size: 8 * MiB, clusterSize: 4096, backing: { file: "runs-base.qcow2", format: "qcow2" } });
+    const model = qemuRaw(base);
+    const withZeros = pattern(MiB, 64 * K, 2);
+    withZeros.fill(0, 16 * K, 32 * K);
+    for (const [at, data] of [
+      [0, pattern(0, 64 * K, 1)],
+      [2 * MiB - 8 * K, pattern(2 * MiB - 8 * K, 16 * K, 3)], // across an L2 boundary
+      [MiB, withZeros], // four zero clusters: zero flags, not the base's data
+    ] as [number, Uint8Array][]) {
+      await img.write(at, data);
+      model.set(data, at);
+    }
+    expect(img.blockState(MiB / 4096 + 4)).toBe("zero");
+    await img.close();
+    expectCheckClean(top);
+    expectQemuSees(top, model);
+    const chain = await openChainByName(top);
+    for (const [at, length, tag] of [[32 * K + 512, 64 * K, 4], [MiB + 12 * K, 24 * K, 5], [5 * MiB - 512, 9 * K, 6]]) {
+      const data = pattern(at!, length!, tag);
+      await chain.write(at!, data);
+      model.set(data, at);
+    }
+    expect(firstDiff(await readAll(chain), model)).toBe(-1);
+    await chain.close();
+    expectCheckClean(top);
+    expectQemuSees(top, model);
+  });
+});
