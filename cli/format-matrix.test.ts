@@ -147,10 +147,10 @@ describe("Stream and ESX variants", () => {
 });
 
 describe("modifymedium --resize per format", () => {
-  itq("grows VDI, VHD (dynamic and fixed) and RAW images, data kept, qemu-img agrees; refuses shrinking and the formats it cannot grow", async () => {
+  itq("grows VDI, VHD (dynamic and fixed), qcow2 and RAW images, data kept, qemu-img agrees; refuses shrinking and the formats it cannot grow", async () => {
     const src = file("resize-src.vdi");
     expect(qemu("convert", "-f", "raw", "-O", "vdi", raw, src).status).toBe(0);
-    for (const [format, variant, driver] of [["VDI", "Standard", "vdi"], ["VHD", "Standard", "vpc"], ["VHD", "Fixed", "vpc"], ["RAW", "Standard", "raw"]] as const) {
+    for (const [format, variant, driver] of [["VDI", "Standard", "vdi"], ["VHD", "Standard", "vpc"], ["VHD", "Fixed", "vpc"], ["QCOW2", "Standard", "qcow2"], ["RAW", "Standard", "raw"]] as const) {
       const p = file(`resize-${format}-${variant}.img`);
       await run(clonemedium, src, p, "--format", format, "--variant", variant);
       const r = await run(modifymedium, p, "--resize", "24");
@@ -167,7 +167,7 @@ describe("modifymedium --resize per format", () => {
       const p = file(`noresize-${format}.img`);
       await run(clonemedium, src, p, "--format", format, "--variant", variant);
       const before = readFileSync(p);
-      await expect(modifymedium([p, "--resize", "24"], () => undefined), format).rejects.toThrow(/cannot be resized here \(VDI, VHD/);
+      await expect(modifymedium([p, "--resize", "24"], () => undefined), format).rejects.toThrow(/cannot be resized here \(VDI, VHD, QCOW2, RAW can/);
       await expect(modifymedium([p, "--compact"], () => undefined), format).rejects.toThrow(/cannot be compacted here \(VDI can\)/);
       expect(readFileSync(p).equals(before), `${format} untouched`).toBe(true);
       expect((await run(showmediuminfo, p)).size).toBe(SIZE);

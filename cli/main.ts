@@ -40,7 +40,7 @@ Media:
   showmediuminfo dvd FILE [--json]          an ISO image: its volume ID, read-only
   list hdds [--json]
   modifymedium [disk] FILE|UUID --resize MB | --compact [--json]
-      resize grows VDI, VHD and RAW; compact is VDI
+      resize grows VDI, VHD, QCOW2 and RAW; compact is VDI
   closemedium [disk] FILE|UUID [--delete] [--json]
   checkmedium [disk] FILE|UUID [--json]
       read-only check; exit 0: no errors (leaked space and a modified parent are

@@ -110,7 +110,7 @@ export interface MediumCheckReport {
 
 /** What each maintenance operation works on; the image classes of these formats have the method. */
 const MAINTAINABLE: Record<"resize" | "compact", readonly MediumFormat[]> = {
-  resize: ["VDI", "VHD", "RAW"],
+  resize: ["VDI", "VHD", "QCOW2", "RAW"],
   compact: ["VDI"],
 };
 
@@ -304,7 +304,7 @@ export class MediumManager {
   }
 
   /**
-   * Grow a medium (VDI, VHD and RAW can grow; shrinking is refused, as VirtualBox
+   * Grow a medium (VDI, VHD, qcow2 and RAW can grow; shrinking is refused, as VirtualBox
    * refuses it). VMDK and Parallels images are refused clearly: clone into a bigger image instead.
    */
   async resize(uuidOrPath: string, size: number, options: { onProgress?: MaintenanceProgress } = {}): Promise<void> {

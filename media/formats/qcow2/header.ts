@@ -319,6 +319,16 @@ export interface NewHeaderOptions {
   backingFormat?: string;
 }
 
+/** The L1 entries a virtual size needs, refusing sizes qcow2 cannot have (new images and resize). */
+export function checkedL1Entries(size: number, clusterBits: number, ctx: CodecContext = {}): number {
+  if (!Number.isSafeInteger(size) || size <= 0 || size % 512 || size > MAX_SIZE) {
+    throw err("unsupported", `size ${size} is not a positive multiple of 512 up to 2^52`, ctx);
+  }
+  const l1Size = l1EntriesFor(size, clusterBits);
+  if (l1Size * 8 > MAX_L1_BYTES) throw err("unsupported", `size ${size} needs an L1 table larger than 32 MiB at ${2 ** clusterBits}-byte clusters`, ctx);
+  return l1Size;
+}
+
 /** A header for a new image; table offsets are filled in by the creator. */
 export function newHeader(o: NewHeaderOptions, ctx: CodecContext = {}): Qcow2Header {
   const cs = o.clusterSize ?? DEFAULT_CLUSTER_SIZE;
@@ -326,11 +336,7 @@ export function newHeader(o: NewHeaderOptions, ctx: CodecContext = {}): Qcow2Hea
   if (!Number.isInteger(clusterBits) || clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
     throw err("unsupported", `qcow2 cluster size ${cs} is not a power of two from 512 to 2 MiB`, ctx);
   }
-  if (!Number.isSafeInteger(o.size) || o.size <= 0 || o.size % 512 || o.size > MAX_SIZE) {
-    throw err("unsupported", `size ${o.size} is not a positive multiple of 512 up to 2^52`, ctx);
-  }
-  const l1Size = l1EntriesFor(o.size, clusterBits);
-  if (l1Size * 8 > MAX_L1_BYTES) throw err("unsupported", `size ${o.size} needs an L1 table larger than 32 MiB at ${cs}-byte clusters`, ctx);
+  const l1Size = checkedL1Entries(o.size, clusterBits, ctx);
   const version = o.version ?? 3;
   return {
     version,

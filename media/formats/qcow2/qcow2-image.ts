@@ -27,7 +27,7 @@ import { queued } from "../../io/request-queue.js";
 import type { BlockState, FillBelow, LayeredImage, ParentLink } from "../../chain.js";
 import { randomUuid } from "../uuid.js";
 import { asMediumError, isZero, readFully } from "../vdi/vdi-store.js";
-import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, clusterSize, newHeader, serializeHeader, type Qcow2Header } from "./header.js";
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, checkedL1Entries, clusterSize, newHeader, serializeHeader, type Qcow2Header } from "./header.js";
 import { readQcow2Metadata } from "./qcow2-metadata.js";
 import { Qcow2Store } from "./qcow2-store.js";
 import { ZERO_FLAG, type ClusterMapping } from "./tables.js";
@@ -490,6 +490,25 @@ export class Qcow2Image implements LayeredImage {
     const forget = () => this.inflight.delete(job);
     job.then(forget, forget);
     await job;
+  }
+
+  /**
+   * Grow the disk (as `qemu-img resize`; shrinking is refused): the new space reads as zeros, or
+   * from the backing file where it is as large. Requests already submitted finish first.
+   */
+  async resize(size: number): Promise<void> {
+    this.checkWritable();
+    if (this.store.header.nbSnapshots > 0) throw new MediumError("unsupported", "cannot resize a qcow2 image with internal snapshots", { path: this.path });
+    if (size < this.size) throw new MediumError("unsupported", `shrinking from ${this.size} to ${size} bytes would lose data`, { path: this.path });
+    const l1Entries = checkedL1Entries(size, this.store.clusterBits, { path: this.path });
+    if (size === this.size) return;
+    await this.beginSession();
+    await Promise.allSettled([...this.inflight]);
+    try {
+      await this.store.grow(size, l1Entries);
+    } catch (e) {
+      throw asMediumError(e, this.path, "resize");
+    }
   }
 
   async allocatedExtents(): Promise<Extent[]> {

@@ -185,6 +185,39 @@ export class Qcow2Store {
     return this.l1Dirty || this.reftableDirty || this.headerDirty || this.dirtyL2.size > 0 || this.dirtyRef.size > 0;
   }
 
+  /**
+   * Grow the virtual size to `size` (checked by the caller), durably and in crash-safe order:
+   * everything pending is flushed first; an L1 table that no longer fits its clusters gets a
+   * larger copy at the end, written and durable before the header points at it; the old
+   * table's clusters are given back only once the header no longer does.
+   */
+  async grow(size: number, l1Entries: number): Promise<void> {
+    await this.flushMetadata();
+    let old: { at: number; clusters: number } | null = null;
+    if (l1Entries > this.header.l1Size) {
+      const l1 = new Float64Array(l1Entries);
+      l1.set(this.l1.subarray(0, this.header.l1Size));
+      const oldClusters = Math.ceil((this.header.l1Size * 8) / this.cs);
+      if (l1Entries * 8 > oldClusters * this.cs || this.header.l1TableOffset === 0) {
+        const clusters = Math.ceil((l1Entries * 8) / this.cs);
+        const at = this.allocate(clusters);
+        await this.file.write(at, this.tableBytes(l1, clusters * this.cs, true));
+        if (this.header.l1TableOffset !== 0 && oldClusters > 0) old = { at: this.header.l1TableOffset, clusters: oldClusters };
+        this.header.l1TableOffset = at;
+      }
+      this.l1 = l1;
+      this.header.l1Size = l1Entries;
+      this.l1Dirty = true;
+    }
+    this.header.size = size;
+    this.headerDirty = true;
+    await this.flushMetadata();
+    if (old) {
+      for (let c = 0; c < old.clusters; c++) this.changeRefcount(old.at / this.cs + c, -1);
+      await this.flushMetadata();
+    }
+  }
+
   // --- write-back -------------------------------------------------------------------------------
 
   /** Make everything written so far durable, metadata in crash-safe order (see the file comment). */
