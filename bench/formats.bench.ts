@@ -6,11 +6,16 @@
  * Ours is the clonemedium path: the source opened through FORMATS[fmt].open, then clone.ts's
  * cloneToNew (IMAGE_CREATORS[target] makes the image, copyMedium copies and flushes, the target
  * is closed). qemu's is `qemu-img convert -f <fmt> -O <fmt>` in its default cache mode
- * ("unsafe": no flush of the target, where copyMedium ends with one and our creates sync too; a
- * few ms here, all told). "-t writeback" is not used to even that out: qemu's vmdk and vpc
- * drivers then flush after every metadata update (thousands of fdatasyncs for 256 MiB of VMDK),
- * which we never do. Every source image is made once by qemu-img convert from the raw file, so
- * both sides read the same file. VHDX is read only (vstor cannot create it).
+ * ("unsafe": no flush of the target, where copyMedium ends with one and our creates and closes
+ * sync too). That flush is most of our time: it writes the 256 MiB the copy left in the page
+ * cache to the disk (about 170-200 ms on the 2-core machine, more than qemu-img's whole run),
+ * where qemu-img's output is removed before the kernel ever writes it. So both are shown: the
+ * time our run spent in fdatasync ("sync", summed over the target's flushes), and qemu-img's
+ * run followed by one fdatasync of its output, timed apart, for a durable copy on both sides.
+ * "-t writeback" is not used to even that out: qemu's vmdk and vpc drivers then flush after
+ * every metadata update (thousands of fdatasyncs for 256 MiB of VMDK), which we never do. Every
+ * source image is made once by qemu-img convert from the raw file, so both sides read the same
+ * file. VHDX is read only (vstor cannot create it).
  *
  * Both sides are timed as a whole operation by the wall clock: ours in-process from before the
  * source is opened until both images are closed; qemu-img as a spawned process (start, open,
@@ -25,6 +30,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { cloneToNew, type ImageFormat } from "../media/clone.js";
 import { FORMATS, type MediumFormat } from "../media/formats.js";
+import type { FileIo, FileOpener, OpenOptions } from "../media/io/file-io.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { hasQemuImg, mbps, median, now, since, timed } from "./timing.js";
 
@@ -77,12 +83,59 @@ function warm(file: string): void {
   }
 }
 
-/** One row's two sides; each makes `out`, returns its wall time in seconds. */
+/** Node files whose flushes (fdatasync) are timed: `synced` seconds in all. */
+class SyncTimingOpener implements FileOpener {
+  synced = 0;
+  readonly #inner = new NodeFileOpener();
+
+  async open(p: string, options?: OpenOptions): Promise<FileIo> {
+    const file = await this.#inner.open(p, options);
+    const flush = file.flush.bind(file);
+    file.flush = async () => {
+      const t0 = now();
+      try {
+        await flush();
+      } finally {
+        this.synced += since(t0);
+      }
+    };
+    return file;
+  }
+  exists(p: string): Promise<boolean> {
+    return this.#inner.exists(p);
+  }
+  remove(p: string): Promise<void> {
+    return this.#inner.remove(p);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.#inner.rename(from, to);
+  }
+}
+
+/** Seconds to fdatasync a file another process wrote. */
+function syncTime(file: string): number {
+  const t0 = now();
+  const fd = fs.openSync(file, "r");
+  try {
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return since(t0);
+}
+
+/** A side's wall time, and the part of it (ours) or after it (qemu-img) spent in fdatasync; seconds. */
+interface Timing {
+  s: number;
+  sync: number;
+}
+
+/** One row's two sides; each makes `out`. */
 interface Row {
   format: MediumFormat;
   direction: "read" | "write";
-  ours: (out: string) => Promise<number>;
-  qemu: (out: string) => number;
+  ours: (out: string) => Promise<Timing>;
+  qemu: (out: string) => Timing;
   /** qemu-img's name of the output's format, for the check. */
   outFormat: string;
 }
@@ -90,7 +143,7 @@ interface Row {
 export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): Promise<string> {
   if (!hasQemuImg()) return "formats: skipped (qemu-img is not installed)";
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-formatsbench-"));
-  const opener = new NodeFileOpener();
+  const opener = new SyncTimingOpener();
   try {
     // The data: 256 MiB of random bytes (no zero chunk to skip, nothing compresses).
     const raw = path.join(dir, "src.raw");
@@ -101,7 +154,8 @@ export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): 
     warm(raw);
 
     /** Ours: open `src` as `from`, clone into a new `to` image at `out`; the whole of it timed. */
-    const clone = async (from: MediumFormat, src: string, to: ImageFormat, out: string): Promise<number> => {
+    const clone = async (from: MediumFormat, src: string, to: ImageFormat, out: string): Promise<Timing> => {
+      opener.synced = 0;
       const t0 = now();
       const img = await FORMATS[from].open(opener, src, { readOnly: true });
       try {
@@ -109,10 +163,12 @@ export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): 
       } finally {
         await img.close();
       }
-      return since(t0);
+      return { s: since(t0), sync: opener.synced };
     };
-    const convert = (from: string, src: string, to: string, out: string, o = ""): number =>
-      timed("qemu-img", ["convert", "-f", from, "-O", to, ...opts(o), src, out]);
+    const convert = (from: string, src: string, to: string, out: string, o = ""): Timing => {
+      const s = timed("qemu-img", ["convert", "-f", from, "-O", to, ...opts(o), src, out]);
+      return { s, sync: syncTime(out) };
+    };
 
     const rows: Row[] = [];
     for (const c of CASES) {
@@ -142,7 +198,7 @@ export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): 
     let n = 0;
     const target = (): string => path.join(dir, `out-${n++}`);
     /** One timed run of a side; its output checked if asked, then removed. */
-    const once = async (side: () => number | Promise<number>, out: string, check?: string): Promise<number> => {
+    const once = async (side: () => Timing | Promise<Timing>, out: string, check?: string): Promise<Timing> => {
       try {
         const s = await side();
         if (check) compare(check, out, raw);
@@ -152,15 +208,15 @@ export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): 
       }
     };
 
-    const results: { row: Row; ours: number; qemu: number }[] = [];
+    const results: { row: Row; ours: Timing; qemu: Timing }[] = [];
     for (const row of rows) {
       // Warm-up of both sides, which also checks what each wrote.
       let out = target();
       await once(() => row.ours(out), out, row.outFormat);
       out = target();
       await once(() => row.qemu(out), out, row.outFormat);
-      const ours: number[] = [];
-      const qemu: number[] = [];
+      const ours: Timing[] = [];
+      const qemu: Timing[] = [];
       for (let i = 0; i < runs; i++) {
         const o1 = target();
         const o2 = target();
@@ -169,19 +225,25 @@ export async function formatsBench(runs = Number(process.env.BENCH_RUNS ?? 3)): 
         qemu.push(await once(() => row.qemu(o2), o2));
         if (i % 2 === 1) ours.push(await once(() => row.ours(o1), o1));
       }
-      results.push({ row, ours: median(ours), qemu: median(qemu) });
+      const med = (ts: Timing[]): Timing => ({ s: median(ts.map((t) => t.s)), sync: median(ts.map((t) => t.sync)) });
+      results.push({ row, ours: med(ours), qemu: med(qemu) });
     }
     const startup = median(Array.from({ length: Math.max(runs, 5) }, () => timed("qemu-img", ["--version"])));
 
     const lines = [
       `Image formats, 256 MiB of random data converted to RAW (read) and from RAW (write), files in the page cache,`,
-      `vstor clone path (FORMATS open + cloneToNew) vs qemu-img convert, whole operation, median of ${runs} interleaved runs (MB = 10^6 bytes)`,
-      `  ${"format".padEnd(7)} ${"direction".padEnd(9)} ${"vstor".padStart(11)} ${"qemu-img".padStart(11)} ${"vstor/qemu-img".padStart(15)}`,
+      `vstor clone path (FORMATS open + cloneToNew) vs qemu-img convert, whole operation, median of ${runs} interleaved runs (MB = 10^6 bytes);`,
+      `"sync": ms of vstor's run spent in fdatasync (qemu-img has none), and of one fdatasync of qemu-img's output after it`,
+      `  ${"format".padEnd(7)} ${"direction".padEnd(9)} ${"vstor".padStart(9)} ${"sync".padStart(6)} ${"qemu-img".padStart(9)} ${"vstor/qemu-img".padStart(15)}` +
+        ` ${"+sync".padStart(6)} ${"both durable".padStart(13)} ${"both w/o sync".padStart(14)}`,
     ];
+    const ms = (s: number) => `${(s * 1000).toFixed(0)}`.padStart(6);
+    const rate = (s: number) => `${mbps(SIZE, s).toFixed(0)} MB/s`.padStart(9);
     for (const { row, ours, qemu } of results) {
-      const [o, q] = [mbps(SIZE, ours), mbps(SIZE, qemu)];
+      const ratio = (a: number, b: number) => `${(b / a).toFixed(2)}x`;
       lines.push(
-        `  ${row.format.padEnd(7)} ${row.direction.padEnd(9)} ${`${o.toFixed(0)} MB/s`.padStart(11)} ${`${q.toFixed(0)} MB/s`.padStart(11)} ${`${(o / q).toFixed(2)}x`.padStart(15)}`,
+        `  ${row.format.padEnd(7)} ${row.direction.padEnd(9)} ${rate(ours.s)} ${ms(ours.sync)} ${rate(qemu.s)} ${ratio(ours.s, qemu.s).padStart(15)}` +
+          ` ${ms(qemu.sync)} ${ratio(ours.s, qemu.s + qemu.sync).padStart(13)} ${ratio(ours.s - ours.sync, qemu.s).padStart(14)}`,
       );
     }
     lines.push(`  qemu-img start-up (qemu-img --version): ${(startup * 1000).toFixed(0)} ms, inside every qemu-img figure`);

@@ -1,12 +1,16 @@
-// Bundles bench/run.ts and runs it (benchmarks are TypeScript like the rest).
+// Bundles bench/run.ts (or the script named, e.g. bench/clone-one.ts) and runs it (benchmarks
+// are TypeScript like the rest).
 import { build } from "esbuild";
 import { mkdirSync } from "node:fs";
+import { basename } from "node:path";
 import { spawnSync } from "node:child_process";
 
+const entry = process.argv[2] ?? "bench/run.ts";
+const bundle = `build/test-bundles/bench-${basename(entry, ".ts")}.mjs`;
 mkdirSync("build/test-bundles", { recursive: true });
 await build({
-  entryPoints: ["bench/run.ts"],
-  outfile: "build/test-bundles/bench-run.mjs",
+  entryPoints: [entry],
+  outfile: bundle,
   bundle: true,
   platform: "node",
   format: "esm",
@@ -15,5 +19,5 @@ await build({
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   logLevel: "warning",
 });
-const r = spawnSync(process.execPath, [...process.execArgv, "build/test-bundles/bench-run.mjs"], { stdio: "inherit" });
+const r = spawnSync(process.execPath, [...process.execArgv, bundle], { stdio: "inherit" });
 process.exit(r.status ?? 1);

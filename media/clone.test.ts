@@ -4,13 +4,16 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MediumError, type BlockBackend } from "./block.js";
 import { ImageChain } from "./chain.js";
-import { cloneToNew, copyMedium } from "./clone.js";
+import { CLONE_CHUNK, CLONE_IN_FLIGHT, chunkSizeFor, cloneToNew, copyMedium } from "./clone.js";
 import { createRaw, openRaw } from "./formats/raw/raw.js";
 import { pattern } from "./formats/vdi/test-support.js";
 import { createVdi, openVdi } from "./formats/vdi/vdi-image.js";
+import { openVhd } from "./formats/vhd/vhd-image.js";
+import { createVmdk } from "./formats/vmdk/index.js";
 import { FaultControl, HeldFileOpener, MemoryFileOpener } from "./io/fault-io.js";
 import { MediumManager } from "./medium-manager.js";
 import { MediaRegistry } from "./registry.js";
+import { loggedOpener, type LoggedWrite } from "./testing/write-log.js";
 
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
@@ -125,6 +128,40 @@ describe("clone: copyMedium and cloneToNew", () => {
     control.releaseAll();
     await done;
     expect(Buffer.compare(await contents(await openVdi(opener, "/dst.vdi")), await contents(raw))).toBe(0);
+  });
+
+  it("keeps CLONE_IN_FLIGHT chunks in flight by default", async () => {
+    const control = new FaultControl();
+    const opener = new HeldFileOpener(new MemoryFileOpener(), control);
+    const raw = await createRaw(opener, "/src.raw", 16 * MiB);
+    await raw.write(0, pattern(0, 16 * MiB, 3));
+    control.hold((r) => r.op === "read" && r.path === "/src.raw");
+    const done = cloneToNew(raw, { opener, path: "/dst.raw", format: "RAW" });
+    await control.whenHeld(CLONE_IN_FLIGHT);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(control.held.length).toBe(CLONE_IN_FLIGHT);
+    control.stopHolding();
+    control.releaseAll();
+    await done;
+  });
+
+  it("chunks are whole blocks of the target: a new VHD's 2 MiB blocks are each written in one request", async () => {
+    const memory = new MemoryFileOpener();
+    expect(chunkSizeFor(await createRaw(memory, "/r.raw", SIZE))).toBe(CLONE_CHUNK);
+    expect(chunkSizeFor(await createVdi(memory, "/1.vdi", { size: SIZE }))).toBe(CLONE_CHUNK);
+    expect(chunkSizeFor(await createVdi(memory, "/4.vdi", { size: SIZE, blockSize: 4 * MiB }))).toBe(4 * MiB);
+    expect(chunkSizeFor(await createVdi(memory, "/64.vdi", { size: 128 * MiB, blockSize: 64 * MiB }))).toBe(CLONE_CHUNK); // too big to buffer
+    expect(chunkSizeFor(await createVmdk(memory, "/g.vmdk", { size: SIZE }))).toBe(CLONE_CHUNK); // 64 KiB grains
+    const log: LoggedWrite[] = [];
+    const opener = loggedOpener(memory, log);
+    const raw = await createRaw(opener, "/src.raw", SIZE);
+    await raw.write(0, pattern(0, SIZE, 4));
+    log.length = 0;
+    await cloneToNew(raw, { opener, path: "/dst.vhd", format: "VHD" });
+    const big = log.filter((w) => w.path === "/dst.vhd" && w.data.length >= MiB).map((w) => w.data.length);
+    expect(big).toEqual(Array(SIZE / (2 * MiB)).fill(2 * MiB));
+    const dst = await openVhd(memory, "/dst.vhd", { readOnly: true });
+    expect(Buffer.compare(await contents(dst), await contents(raw))).toBe(0);
   });
 
   it("a write failing midway: the error comes back and the partial image is removed", async () => {

@@ -27,6 +27,21 @@ export class Allocations {
     return true;
   }
 
+  /**
+   * Run `allocate` for blocks [first, first + count) together; none may be under way (the caller
+   * checked busy() in the same tick). Writers to any of them wait for it as for once().
+   */
+  async runAll(first: number, count: number, allocate: () => Promise<void>): Promise<void> {
+    for (let i = first; i < first + count; i++) if (this.running.has(i)) throw new Error(`internal: block ${i} is already being allocated`);
+    const job = allocate();
+    for (let i = first; i < first + count; i++) this.running.set(i, job);
+    try {
+      await job;
+    } finally {
+      for (let i = first; i < first + count; i++) this.running.delete(i);
+    }
+  }
+
   /** An allocation of block `index` is under way. */
   busy(index: number): boolean {
     return this.running.has(index);

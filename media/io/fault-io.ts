@@ -7,6 +7,7 @@
  *     with kind "io"), and count requests.
  */
 import { MediumError } from "../block.js";
+import { isZero } from "../bytes.js";
 import type { FileIo, FileOpener, OpenOptions } from "./file-io.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -85,11 +86,6 @@ export class MemoryFile {
     this.read(0, out);
     return out;
   }
-}
-
-function isZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 /** A handle on a MemoryFile. Data changes when the call is made; the promise resolves later. */

@@ -16,6 +16,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { type BlockBackend, MediumError, type MediumErrorKind } from "../block.js";
+import { isZero } from "../bytes.js";
 import { FaultControl, HeldFileOpener } from "../io/fault-io.js";
 import type { FileOpener } from "../io/file-io.js";
 
@@ -428,9 +429,4 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
   return -1;
-}
-
-function isZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }

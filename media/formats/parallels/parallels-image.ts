@@ -18,10 +18,12 @@
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type BlockBackend, type Extent } from "../../block.js";
+import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
 import { Mutex } from "../async-lock.js";
-import { asMediumError, isZero, readFully } from "../vdi/vdi-store.js";
+import { ScratchBuffers } from "../scratch-buffers.js";
+import { asMediumError, readFully } from "../vdi/vdi-store.js";
 import {
   HEADER_SIZE,
   INUSE_MAGIC,
@@ -92,6 +94,8 @@ export class ParallelsImage implements BlockBackend {
   private readonly meta = new Mutex();
   private readonly allocations = new Allocations();
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
+  /** Cluster-sized buffers for new clusters written in part. */
+  private readonly scratch: ScratchBuffers;
   private session: Promise<void> | null = null;
   private closed = false;
 
@@ -104,6 +108,7 @@ export class ParallelsImage implements BlockBackend {
     this.bat = m.bat;
     this.readOnly = readOnly;
     const cs = clusterSize(m.header);
+    this.scratch = new ScratchBuffers(cs);
     let end = dataOffset(m.header);
     for (const pos of m.bat) if (pos > 0) end = Math.max(end, pos + cs);
     // Ext entries count clusters, so a new cluster must start on a cluster multiple.
@@ -199,22 +204,39 @@ export class ParallelsImage implements BlockBackend {
       }
       if (waits.length) await Promise.allSettled(waits);
     }
+    // Clusters next to each other in the file (a clone's, or 63-sector ones) take one read.
     const reads: Promise<void>[] = [];
+    let runPos = 0;
+    let runStart = 0;
+    let runLen = 0;
+    const issue = (): void => {
+      if (runLen > 0) reads.push(this.readAt(runPos, buf.subarray(runStart, runStart + runLen)));
+      runLen = 0;
+    };
     for (let done = 0; done < buf.length; ) {
       const abs = offset + done;
       const index = Math.floor(abs / cs);
       const inCluster = abs - index * cs;
       const n = Math.min(cs - inCluster, buf.length - done);
       const pos = this.bat[index]!;
-      const dst = buf.subarray(done, done + n);
-      if (pos === 0) dst.fill(0);
-      else reads.push(this.readAt(pos + inCluster, dst));
+      if (pos === 0) {
+        issue();
+        buf.fill(0, done, done + n);
+      } else if (runLen > 0 && runPos + runLen === pos + inCluster) {
+        runLen += n;
+      } else {
+        issue();
+        runPos = pos + inCluster;
+        runStart = done;
+        runLen = n;
+      }
       done += n;
     }
+    issue();
     await Promise.all(reads);
   }
 
-  /** A cluster cut short by the end of the file reads as zeros past it (as qemu reads it). */
+  /** Clusters cut short by the end of the file read as zeros past it (as qemu reads them). */
   private async readAt(pos: number, dst: Uint8Array): Promise<void> {
     try {
       const n = await readFully(this.file, pos, dst);
@@ -284,17 +306,21 @@ export class ParallelsImage implements BlockBackend {
     const cs = this.clusterSize;
     const pos = this.end;
     this.end += cs;
-    const cluster = new Uint8Array(cs);
-    cluster.set(data, inCluster);
+    // A whole cluster (a clone's chunk) is written from the caller's buffer; a part of one is
+    // completed with zeros in a reused scratch buffer, so the file always holds whole clusters.
+    const scratch = inCluster === 0 && data.length === cs ? null : this.scratch.take();
+    scratch?.set(data, inCluster);
     const entry = new Uint8Array(4);
     new DataView(entry.buffer).setUint32(0, batValue(this.header, pos), true);
     try {
-      await this.file.write(pos, cluster);
+      await this.file.write(pos, scratch ?? data);
       await this.meta.run(() => this.file.write(HEADER_SIZE + 4 * index, entry));
       this.bat[index] = pos;
     } catch (e) {
       // The space stays reserved (never reused this session): the cluster may be half written.
       throw asMediumError(e, this.path, "write");
+    } finally {
+      if (scratch) this.scratch.give(scratch);
     }
   }
 

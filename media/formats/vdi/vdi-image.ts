@@ -8,16 +8,20 @@
  * - New blocks go into an unused slot or at the end of the file; the data is written before the
  *   map entry that points at it. One allocation per block at a time: concurrent writers into the
  *   same unallocated block wait for the first, then write in place (copy-on-write happens once).
+ *   A write of a whole block goes to its slot from the caller's buffer; a partial one builds the
+ *   block in a reused scratch buffer.
  * - Maintenance (discard of whole blocks, compact, resize) runs alone: it waits for I/O in
  *   flight to finish and holds new I/O back (vdi-maintenance.ts).
  */
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
+import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
 import type { BlockState, FillBelow, LayeredImage, ParentLink } from "../../chain.js";
 import { Gate } from "../async-lock.js";
+import { ScratchBuffers } from "../scratch-buffers.js";
 import { NULL_UUID, isNullUuid, isUuid, randomUuid } from "../uuid.js";
 import { BLOCK_FREE, BLOCK_ZERO, isAllocated, parseBlockMap } from "./block-map.js";
 import {
@@ -31,7 +35,7 @@ import {
   type VdiHeader,
 } from "./header.js";
 import { compactImage, discardBlock, growImage, type CompactOptions, type MaintenanceProgress } from "./vdi-maintenance.js";
-import { VdiStore, asMediumError, isZero, readFully } from "./vdi-store.js";
+import { VdiStore, asMediumError, readFully } from "./vdi-store.js";
 
 export interface VdiOpenOptions {
   readOnly?: boolean;
@@ -102,6 +106,8 @@ export class VdiImage implements LayeredImage {
   private readonly allocations = new Allocations();
   /** The latest write submitted to each block that was not stored when it was submitted. */
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
+  /** Slot-sized buffers for new blocks written in part (the rest filled from below). */
+  private readonly scratch: ScratchBuffers;
   private session: Promise<void> | null = null;
   private closed = false;
   private readonly newUuid: () => string;
@@ -110,6 +116,7 @@ export class VdiImage implements LayeredImage {
     this.store = store;
     this.readOnly = readOnly;
     this.newUuid = newUuid;
+    this.scratch = new ScratchBuffers(store.slotSize);
   }
 
   /** Open and validate an image. Nothing is written, even read-write, until the first change. */
@@ -429,24 +436,39 @@ export class VdiImage implements LayeredImage {
     const bs = s.header.blockSize;
     const covered = Math.min(bs, this.size - index * bs);
     const whole = inBlock === 0 && data.length >= covered;
-    if ((whole || entry === BLOCK_ZERO) && isZero(data)) {
+    const zeros = isZero(data);
+    if (zeros && (whole || entry === BLOCK_ZERO)) {
       // Zeros into a block that stores nothing need no storage. A whole zero block gets an
       // explicit zero marker: in a differencing image a free block would show the parent.
-      if (entry !== BLOCK_ZERO) await s.setEntry(index, BLOCK_ZERO).catch((e) => Promise.reject(asMediumError(e, this.path, "write")));
+      if (entry !== BLOCK_ZERO) await this.markZero(index);
       return;
     }
-    const slotBuf = new Uint8Array(s.header.blockExtra + bs);
-    const block = slotBuf.subarray(s.header.blockExtra);
-    if (!whole && entry === BLOCK_FREE) await fillBelow(block);
-    block.set(data, inBlock);
-    if (isZero(block)) {
-      // The completed block (parent's data included) is all zeros: a marker says the same.
-      await s.setEntry(index, BLOCK_ZERO).catch((e) => Promise.reject(asMediumError(e, this.path, "write")));
-      return;
+    // A whole block (a clone's chunk): its slot is written straight from the caller's buffer.
+    if (whole && data.length === bs && s.header.blockExtra === 0) return this.storeSlot(index, data);
+    const slotBuf = this.scratch.take();
+    try {
+      const block = slotBuf.subarray(s.header.blockExtra);
+      if (!whole && entry === BLOCK_FREE) await fillBelow(block);
+      block.set(data, inBlock);
+      // Only zeros written can leave the block all zeros (the parent's data included): a marker
+      // then says the same.
+      if (zeros && isZero(block)) await this.markZero(index);
+      else await this.storeSlot(index, slotBuf);
+    } finally {
+      this.scratch.give(slotBuf);
     }
+  }
+
+  private markZero(index: number): Promise<void> {
+    return this.store.setEntry(index, BLOCK_ZERO).catch((e) => Promise.reject(asMediumError(e, this.path, "write")));
+  }
+
+  /** Write a whole slot (service data, then the block) to a free slot, then point the map at it. */
+  private async storeSlot(index: number, slotBytes: Uint8Array): Promise<void> {
+    const s = this.store;
     const slot = s.reserveSlot();
     try {
-      await s.file.write(s.slotOffset(slot), slotBuf);
+      await s.file.write(s.slotOffset(slot), slotBytes);
       await s.setEntry(index, slot);
     } catch (e) {
       if (s.map[index] !== slot) s.releaseSlot(slot);

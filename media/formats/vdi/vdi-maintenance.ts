@@ -9,7 +9,8 @@
 import { MediumError } from "../../block.js";
 import { BLOCK_FREE, BLOCK_ZERO, isAllocated } from "./block-map.js";
 import { MAX_BLOCK_COUNT, SECTOR_SIZE, VDI_DATA_ALIGN, VdiImageType, virtualSize } from "./header.js";
-import { asMediumError, isZero, type VdiStore } from "./vdi-store.js";
+import { isZero } from "../../bytes.js";
+import { asMediumError, type VdiStore } from "./vdi-store.js";
 
 /**
  * Progress of long maintenance: `done` of `total` steps of one phase ("scan": blocks read,

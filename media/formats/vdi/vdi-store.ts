@@ -32,13 +32,8 @@ export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Pro
   return done;
 }
 
-export function isZero(buf: Uint8Array): boolean {
-  const words = buf.byteOffset % 4 === 0 ? Math.floor(buf.length / 4) : 0;
-  const w = new Uint32Array(buf.buffer, buf.byteOffset, words);
-  for (let i = 0; i < words; i++) if (w[i] !== 0) return false;
-  for (let i = words * 4; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
-}
+/** Kept for the formats that import it from here (qcow2); new code imports media/bytes.ts. */
+export { isZero } from "../../bytes.js";
 
 /** owner[] value of a slot reserved for an allocation still being written. */
 const RESERVED = -2;

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { ImageChain, mergeChildIntoParent, mergeParentIntoChild } from "../../chain.js";
 import { MediumError } from "../../block.js";
 import { FaultControl, HeldFileIo, MemoryFile, MemoryFileIo, MemoryFileOpener } from "../../io/fault-io.js";
+import { loggedFile, sameBytes, type LoggedWrite } from "../../testing/write-log.js";
 import { firstDiff, pattern } from "../vdi/test-support.js";
 import { LocatorCode } from "./dynamic-header.js";
 import { VhdDiskType } from "./footer.js";
@@ -168,6 +169,36 @@ describe("differencing VHD", () => {
 });
 
 describe("VHD allocation and crashes", () => {
+  it("a new block: the footer moves on (its copy at 0 left as it is), bitmap and data from the caller's buffer, the BAT entry last", async () => {
+    const file = new MemoryFile();
+    const log: LoggedWrite[] = [];
+    const img = await VhdImage.create(loggedFile(new MemoryFileIo(file, "/a.vhd"), log), { size: SIZE, now });
+    await img.write(0, pattern(0, 4096, 1)); // the session and block 0
+    const end = img.fileSize - 512;
+    log.length = 0;
+    const data = pattern(2 * MiB, 2 * MiB, 2);
+    await img.write(2 * MiB, data);
+    const stride = 512 + 2 * MiB; // bitmap sector + block
+    expect(log.map((w) => [w.pos, w.data.length]).sort((a, b) => a[0]! - b[0]!)).toEqual([
+      [log.at(-1)!.pos, 4], // the BAT entry (before the data in the file)
+      [end, 512], // the bitmap, where the footer was
+      [end + 512, 2 * MiB], // the block
+      [end + stride, 512], // the footer, one block further on
+    ]);
+    expect(log[0]!.pos).toBe(end + stride); // the footer first
+    expect(log.at(-1)!.data.length).toBe(4); // the BAT entry last
+    expect(sameBytes(log.find((w) => w.data.length === 2 * MiB)!.data, data)).toBe(true);
+    await img.close();
+    const report = await checkVhd(new MemoryFileIo(file, "/a.vhd", true));
+    expect(report.corruption).toBeNull();
+    expect(report.warnings).toEqual([]);
+    const back = await VhdImage.open(new MemoryFileIo(file, "/a.vhd", true), { readOnly: true });
+    const got = new Uint8Array(2 * MiB);
+    await back.read(2 * MiB, got);
+    expect(firstDiff(got, data)).toBe(-1);
+    await back.close();
+  });
+
   it("a crash at any request of an allocation leaves an image that opens and reads as before (or with the write)", async () => {
     const base = new MemoryFile();
     const img = await VhdImage.create(new MemoryFileIo(base, "/a.vhd"), { size: SIZE, now });

@@ -20,6 +20,7 @@
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
+import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued, type QueuedFileIo } from "../../io/request-queue.js";
 import type { BlockState, FillBelow, LayeredImage, ParentLink, StoredRun } from "../../chain.js";
@@ -61,13 +62,6 @@ export interface VhdOpenOptions {
   now?: () => number;
 }
 
-function isZero(buf: Uint8Array): boolean {
-  const words = buf.byteOffset % 4 === 0 ? buf.length >>> 2 : 0;
-  const w = new Uint32Array(buf.buffer, buf.byteOffset, words);
-  for (let i = 0; i < words; i++) if (w[i] !== 0) return false;
-  for (let i = words * 4; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
-}
 const unsupported = (message: string, path: string): MediumError => new MediumError("unsupported", message, { path });
 
 export class VhdImage implements LayeredImage {
@@ -613,11 +607,12 @@ export class VhdImage implements LayeredImage {
     await this.writeFooters();
   }
 
+  /** The footer to a new end; the copy at offset 0 holds the same bytes and stays as it is. */
   private async moveFooterTo(eod: number): Promise<void> {
     const old = this.eod;
     this.eod = eod;
     try {
-      await this.writeFooters();
+      await this.file.write(eod, serializeFooter(this.footer));
     } catch (e) {
       this.eod = old;
       await this.file.truncate(old + FOOTER_SIZE).catch(() => undefined);

@@ -26,8 +26,9 @@ export interface VmdkExtent {
   /** Read [local, local+buf.length); what is not stored reads as zeros. */
   read(local: number, buf: Uint8Array): Promise<void>;
   /**
-   * Write inside one allocation unit. `fill` completes a grain this extent does not store yet;
-   * `hidesParent` says a grain of zeros must still be recorded (a differencing image).
+   * Write [local, local+data.length), across allocation units as need be. `fill` completes a
+   * grain this extent does not store yet and that the write covers only in part; `hidesParent`
+   * says a grain of zeros must still be recorded (a differencing image).
    */
   write(local: number, data: Uint8Array, fill: GrainFill, hidesParent: boolean): Promise<void>;
   /** Stored ranges, relative to the extent. */

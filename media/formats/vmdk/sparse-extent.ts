@@ -10,12 +10,17 @@
  *   directory entries point at it.
  * - One allocation per grain at a time: concurrent partial writes into a new grain wait for the
  *   first, then write in place (the rest of the grain is filled once).
+ * - A write spanning grains is split as little as it can be: stored grains adjacent in the file
+ *   take one write, and whole new grains of data side by side are appended in one write with
+ *   their entries in one grain table write (a 1 MiB write: 3 writes, not 16 data + 32 entries).
  */
 import { Allocations } from "../allocations.js";
 import { MediumError } from "../../block.js";
+import { isZero } from "../../bytes.js";
 import type { BlockState } from "../../chain.js";
 import type { QueuedFileIo } from "../../io/request-queue.js";
 import { Mutex } from "../async-lock.js";
+import { ScratchBuffers } from "../scratch-buffers.js";
 import type { ExtentLine } from "./descriptor.js";
 import type { GrainFill, VmdkExtent } from "./extents.js";
 import {
@@ -29,7 +34,7 @@ import {
   sparseGeometry,
   type SparseHeader,
 } from "./sparse-header.js";
-import { asMediumError, isZero, readFully } from "./util.js";
+import { asMediumError, readFully } from "./util.js";
 
 /** Inflates one zlib (RFC 1950) stream; injected so the pure code needs no node:zlib. */
 export type Inflate = (data: Uint8Array) => Uint8Array | Promise<Uint8Array>;
@@ -164,6 +169,8 @@ export class SparseExtent implements VmdkExtent {
   private readonly zeroGrains: boolean;
   private readonly meta = new Mutex();
   private readonly allocations = new Allocations();
+  /** Grain-sized buffers for new grains written in part. */
+  private readonly scratch: ScratchBuffers;
   /** Where the next grain or table goes. */
   private fileEnd: number;
   private cache: { grain: number; data: Uint8Array } | null = null;
@@ -178,6 +185,7 @@ export class SparseExtent implements VmdkExtent {
     const h = md.header;
     this.size = line.sectors * SECTOR;
     this.grainBytes = h.grainSize * SECTOR;
+    this.scratch = new ScratchBuffers(this.grainBytes);
     this.compressed = (h.flags & FLAG_COMPRESSED) !== 0;
     this.zeroGrains = (h.flags & FLAG_ZERO_GRAIN) !== 0;
     this.writable = options.writable && !this.compressed && md.fileHeader.gdOffset !== GD_AT_END;
@@ -290,25 +298,103 @@ export class SparseExtent implements VmdkExtent {
     return out;
   }
 
+  /**
+   * Write [local, local + data.length), which may span grains. Stored grains next to each other
+   * in the file take one write; runs of whole new grains holding data are allocated together
+   * (allocateRun); any other grain goes through writeGrain.
+   */
   async write(local: number, data: Uint8Array, fill: GrainFill, hidesParent: boolean): Promise<void> {
     if (!this.writable) throw new MediumError("read-only", this.compressed ? "a streamOptimized extent cannot be written in place" : "extent is read-only", { path: this.path });
-    const grain = Math.floor(local / this.grainBytes);
-    const inGrain = local - grain * this.grainBytes;
+    const gb = this.grainBytes;
+    const perGt = this.md.header.numGTEsPerGT;
+    const jobs: Promise<void>[] = [];
+    let runPos = -1;
+    let runStart = 0;
+    let runLen = 0;
+    const issue = (): void => {
+      if (runLen > 0) jobs.push(this.writeStored(runPos, data.subarray(runStart, runStart + runLen)));
+      runLen = 0;
+    };
+    for (let at = 0; at < data.length; ) {
+      const grain = Math.floor((local + at) / gb);
+      const inGrain = local + at - grain * gb;
+      const n = Math.min(gb - inGrain, data.length - at);
+      const e = this.md.gte[grain]!;
+      if (this.isData(e)) {
+        const pos = e * SECTOR + inGrain;
+        if (runLen > 0 && runPos + runLen === pos) runLen += n;
+        else {
+          issue();
+          runPos = pos;
+          runStart = at;
+          runLen = n;
+        }
+        at += n;
+        continue;
+      }
+      issue();
+      let count = 0;
+      while (inGrain === 0 && at + (count + 1) * gb <= data.length && this.joinsRun(grain + count, data.subarray(at + count * gb, at + (count + 1) * gb))) {
+        count++;
+        if ((grain + count) % perGt === 0) break; // one run, one grain table
+      }
+      if (count > 1) {
+        jobs.push(this.allocateRun(grain, data.subarray(at, at + count * gb)));
+        at += count * gb;
+      } else {
+        jobs.push(this.writeGrain(grain, inGrain, data.subarray(at, at + n), fill, hidesParent));
+        at += n;
+      }
+    }
+    issue();
+    try {
+      await Promise.all(jobs);
+    } catch (err) {
+      throw asMediumError(err, this.path, "write");
+    }
+  }
+
+  private async writeStored(pos: number, data: Uint8Array): Promise<void> {
+    await this.file.write(pos, data);
+  }
+
+  /**
+   * Whether `grain`, all of it in `data`, can be allocated in a run: not stored, nobody
+   * allocating it, inside the extent, and not zeros (which may need no storage, or a zeroed-grain
+   * entry: writeGrain decides).
+   */
+  private joinsRun(grain: number, data: Uint8Array): boolean {
+    if (this.isData(this.md.gte[grain]!) || this.allocations.busy(grain)) return false;
+    return (grain + 1) * this.grainBytes <= this.size && !isZero(data);
+  }
+
+  /**
+   * Whole new grains holding data, side by side: their data goes to the end of the file in one
+   * write from the caller's buffer, then their entries in one grain table write, then the
+   * redundant table's (the same order as one grain's, so a crash never leaves an entry pointing
+   * at unwritten data).
+   */
+  private allocateRun(first: number, data: Uint8Array): Promise<void> {
+    const count = data.length / this.grainBytes;
+    return this.allocations.runAll(first, count, async () => {
+      const pos = this.fileEnd;
+      this.fileEnd += data.length;
+      await this.file.write(pos, data);
+      const values = new Uint32Array(count);
+      for (let k = 0; k < count; k++) values[k] = pos / SECTOR + k * this.md.header.grainSize;
+      await this.setEntries(first, values);
+    });
+  }
+
+  /** Write inside one grain; allocate it (once, whoever comes first) if it is not stored. */
+  private async writeGrain(grain: number, inGrain: number, data: Uint8Array, fill: GrainFill, hidesParent: boolean): Promise<void> {
     for (;;) {
       const e = this.md.gte[grain]!;
-      if (e > 1 || (e === 1 && !this.zeroGrains)) {
-        try {
-          await this.file.write(e * SECTOR + inGrain, data);
-        } catch (err) {
-          throw asMediumError(err, this.path, "write");
-        }
+      if (this.isData(e)) {
+        await this.file.write(e * SECTOR + inGrain, data);
         return;
       }
-      try {
-        if (await this.allocations.once(grain, () => this.allocate(grain, inGrain, data, fill, hidesParent))) return;
-      } catch (err) {
-        throw asMediumError(err, this.path, "write");
-      }
+      if (await this.allocations.once(grain, () => this.allocate(grain, inGrain, data, fill, hidesParent))) return;
     }
   }
 
@@ -316,34 +402,47 @@ export class SparseExtent implements VmdkExtent {
     const gb = this.grainBytes;
     const entry = this.md.gte[grain]!;
     const covered = Math.min(gb, this.size - grain * gb);
-    const buf = new Uint8Array(gb);
     const whole = inGrain === 0 && data.length >= covered;
-    // A zeroed grain (GTE 1) hides what is below: its rest is zeros, not the parent's data.
-    if (!whole && entry === 0) await fill(buf);
-    buf.set(data, inGrain);
-    if (isZero(buf)) {
-      // Nothing to store: below reads zeros already, or a zeroed-grain entry says so.
-      if (entry === 1 || (!hidesParent && entry === 0)) return;
-      if (this.zeroGrains) return this.setEntry(grain, 1);
+    const zeros = isZero(data);
+    // A whole grain of data is stored from the caller's buffer; anything else is completed in a
+    // scratch grain. A zeroed grain (GTE 1) hides what is below: its rest is zeros, not the
+    // parent's data.
+    const buf = whole && data.length === gb && !zeros ? null : this.scratch.take();
+    try {
+      if (buf) {
+        if (!whole && entry === 0) await fill(buf);
+        buf.set(data, inGrain);
+        if (zeros && isZero(buf)) {
+          // Nothing to store: below reads zeros already, or a zeroed-grain entry says so.
+          if (entry === 1 || (!hidesParent && entry === 0)) return;
+          if (this.zeroGrains) return await this.setEntries(grain, Uint32Array.of(1));
+        }
+      }
+      const pos = this.fileEnd;
+      this.fileEnd += gb;
+      await this.file.write(pos, buf ?? data);
+      await this.setEntries(grain, Uint32Array.of(pos / SECTOR));
+    } finally {
+      if (buf) this.scratch.give(buf);
     }
-    const pos = this.fileEnd;
-    this.fileEnd += gb;
-    await this.file.write(pos, buf);
-    await this.setEntry(grain, pos / SECTOR);
   }
 
-  /** Point a grain at `value` in the grain table and the redundant one (a table is made if missing). */
-  private async setEntry(grain: number, value: number): Promise<void> {
+  /**
+   * Point grains [first, first + values.length), all in one grain table, at `values`: the grain
+   * table, then the redundant one (a table is made if missing).
+   */
+  private async setEntries(first: number, values: Uint32Array): Promise<void> {
     const perGt = this.md.header.numGTEsPerGT;
-    const t = Math.floor(grain / perGt);
+    const t = Math.floor(first / perGt);
     if (this.md.gd[t] === 0) await this.meta.run(() => this.allocateTable(t));
-    const bytes = new Uint8Array(4);
-    new DataView(bytes.buffer).setUint32(0, value, true);
-    const slot = (grain % perGt) * 4;
+    const bytes = new Uint8Array(4 * values.length);
+    const v = new DataView(bytes.buffer);
+    for (let k = 0; k < values.length; k++) v.setUint32(4 * k, values[k]!, true);
+    const slot = (first % perGt) * 4;
     await this.file.write(this.md.gd[t]! * SECTOR + slot, bytes);
     if (this.md.rgd && this.md.rgd[t]) await this.file.write(this.md.rgd[t]! * SECTOR + slot, bytes);
-    this.md.gte[grain] = value;
-    if (this.cache?.grain === grain) this.cache = null;
+    this.md.gte.set(values, first);
+    if (this.cache && this.cache.grain >= first && this.cache.grain < first + values.length) this.cache = null;
   }
 
   /** Append zeroed grain tables (and redundant ones) for directory entry `t`, then point the directories at them. */

@@ -40,7 +40,8 @@ import {
   sparseGeometry,
   type SparseHeader,
 } from "./sparse-header.js";
-import { asMediumError, baseName, isZero } from "./util.js";
+import { isZero } from "../../bytes.js";
+import { asMediumError, baseName } from "./util.js";
 
 /** Compresses one grain into a zlib (RFC 1950) stream; injected so this file needs no node:zlib. */
 export type Deflate = (data: Uint8Array) => Uint8Array | Promise<Uint8Array>;

@@ -1,4 +1,4 @@
-/** Small helpers shared by the VMDK files: error wrapping, full reads, zero tests, path joins. */
+/** Small helpers shared by the VMDK files: error wrapping, full reads, path joins. */
 import { MediumError } from "../../block.js";
 import type { FileIo } from "../../io/file-io.js";
 
@@ -17,14 +17,6 @@ export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Pro
     done += n;
   }
   return done;
-}
-
-export function isZero(buf: Uint8Array): boolean {
-  const words = buf.byteOffset % 4 === 0 ? Math.floor(buf.length / 4) : 0;
-  const w = new Uint32Array(buf.buffer, buf.byteOffset, words);
-  for (let i = 0; i < words; i++) if (w[i] !== 0) return false;
-  for (let i = words * 4; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
 }
 
 /** The folder part of a path ("" when there is none); "/" and "\" both separate. */

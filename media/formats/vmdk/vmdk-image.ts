@@ -219,13 +219,12 @@ export class VmdkImage implements LayeredImage {
     return { e: this.extents[i]!, local: abs - this.starts[i]! };
   }
 
-  /** Split [offset, offset+length) into pieces inside one extent (and one grain for sparse ones when `perGrain`). */
-  private pieces(offset: number, length: number, perGrain: boolean): { e: VmdkExtent; local: number; at: number; n: number }[] {
+  /** Split [offset, offset+length) into pieces inside one extent (an extent splits grains itself). */
+  private pieces(offset: number, length: number): { e: VmdkExtent; local: number; at: number; n: number }[] {
     const out: { e: VmdkExtent; local: number; at: number; n: number }[] = [];
     for (let done = 0; done < length; ) {
       const { e, local } = this.locate(offset + done);
-      let n = Math.min(e.size - local, length - done);
-      if (perGrain && e.grainBytes > 0) n = Math.min(n, e.grainBytes - (local % e.grainBytes));
+      const n = Math.min(e.size - local, length - done);
       out.push({ e, local, at: done, n });
       done += n;
     }
@@ -244,7 +243,7 @@ export class VmdkImage implements LayeredImage {
       }
       if (waits.length) await Promise.allSettled(waits);
     }
-    await this.gate.runShared(() => Promise.all(this.pieces(offset, buf.length, false).map((p) => p.e.read(p.local, buf.subarray(p.at, p.at + p.n)))));
+    await this.gate.runShared(() => Promise.all(this.pieces(offset, buf.length).map((p) => p.e.read(p.local, buf.subarray(p.at, p.at + p.n)))));
   }
 
   pendingWrite(index: number): Promise<unknown> | undefined {
@@ -279,7 +278,7 @@ export class VmdkImage implements LayeredImage {
     const job = (async () => {
       await this.beginSession();
       await this.gate.runShared(() =>
-        Promise.all(this.pieces(offset, buf.length, true).map((p) => p.e.write(p.local, buf.subarray(p.at, p.at + p.n), zeroFill, this.hasParent))),
+        Promise.all(this.pieces(offset, buf.length).map((p) => p.e.write(p.local, buf.subarray(p.at, p.at + p.n), zeroFill, this.hasParent))),
       );
     })();
     await this.track(Math.floor(offset / bs), Math.floor((offset + buf.length - 1) / bs), job);
@@ -343,7 +342,7 @@ export class VmdkImage implements LayeredImage {
     this.checkOpen();
     const abs = index * this.blockSize + offsetInBlock;
     if (this.blockState(index) !== "data") throw new MediumError("corrupt", `block ${index} is not stored in this image`, { path: this.path });
-    await this.gate.runShared(() => Promise.all(this.pieces(abs, buf.length, false).map((p) => p.e.read(p.local, buf.subarray(p.at, p.at + p.n)))));
+    await this.gate.runShared(() => Promise.all(this.pieces(abs, buf.length).map((p) => p.e.read(p.local, buf.subarray(p.at, p.at + p.n)))));
   }
 
   async writeBlockPart(index: number, offsetInBlock: number, data: Uint8Array, fillBelow: FillBelow): Promise<void> {
@@ -356,7 +355,7 @@ export class VmdkImage implements LayeredImage {
     const job = (async () => {
       await this.beginSession();
       await this.gate.runShared(() =>
-        Promise.all(this.pieces(abs, data.length, true).map((p) => p.e.write(p.local, data.subarray(p.at, p.at + p.n), fillBelow, this.hasParent))),
+        Promise.all(this.pieces(abs, data.length).map((p) => p.e.write(p.local, data.subarray(p.at, p.at + p.n), fillBelow, this.hasParent))),
       );
     })();
     await this.track(index, index, job);
