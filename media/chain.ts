@@ -28,6 +28,12 @@ export type BlockState = "data" | "zero" | "unallocated";
 export interface ParentLink {
   uuid: string;
   modifyUuid: string;
+  /**
+   * The parent's file, for formats that also name it (a VMDK's parentFileNameHint, a VHD's parent
+   * name and locators, a qcow2 backing file): given when a merge re-links a child, so other tools
+   * still find the parent once the merged image is gone.
+   */
+  path?: string;
 }
 
 /** A run of bytes inside a block, stored in this layer or not (then read from below). */
@@ -376,7 +382,7 @@ function mergePair(layers: readonly LayeredImage[], childIndex: number): { child
 async function relink(children: readonly (LayeredImage | undefined)[], to: LayeredImage): Promise<void> {
   for (const c of children) {
     if (!c) continue;
-    await c.setParent({ uuid: to.uuid, modifyUuid: to.modifyUuid });
+    await c.setParent({ uuid: to.uuid, modifyUuid: to.modifyUuid, path: to.path });
     await c.flush();
   }
 }
@@ -482,7 +488,7 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
   }
   await child.flush();
   const grandparent = layers[childIndex + 2];
-  await child.setParent(grandparent ? { uuid: grandparent.uuid, modifyUuid: grandparent.modifyUuid } : null);
+  await child.setParent(grandparent ? { uuid: grandparent.uuid, modifyUuid: grandparent.modifyUuid, path: grandparent.path } : null);
   await child.flush();
   await relink([layers[childIndex - 1], ...(options.otherChildren ?? [])], child);
   return { layers: layers.filter((_, i) => i !== childIndex + 1), removed: parent };

@@ -19,6 +19,7 @@
  *   has no UUIDs: this image's UUID is made up per open, and the parent link is what attachBacking
  *   was given. Used alone, clusters not stored here read as zeros.
  */
+import { nameBeside } from "../paths.js";
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
@@ -182,10 +183,11 @@ export class Qcow2Image implements LayeredImage {
 
   /**
    * null: become a base image (the backing file name is removed from the header, after a merge).
-   * A link: re-link in memory; the stored name stays (use setBackingFile to change it).
+   * A link: re-link in memory, and store the parent's file name when the link has one (a merge).
    */
   async setParent(link: ParentLink | null): Promise<void> {
     if (link !== null) {
+      if (link.path) await this.setBackingFile(nameBeside(this.path, link.path), this.backingFormat);
       this.attachBacking(link);
       return;
     }

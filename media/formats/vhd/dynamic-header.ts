@@ -12,6 +12,7 @@
  *  576 8x24 parent locators: code, data space, data length, reserved (u32 each), data offset u64
  */
 import { MediumError } from "../../block.js";
+import { relativePath } from "../paths.js";
 import { NULL_UUID, uuidFromGuidBytes, uuidToGuidBytes } from "../uuid.js";
 import { SECTOR_SIZE, ascii, putAscii, readOffset, vhdChecksum, type CodecContext } from "./footer.js";
 
@@ -199,32 +200,6 @@ export function noLocators(): ParentLocator[] {
 }
 
 // --- parent paths ---------------------------------------------------------------------------------
-
-const isAbsolute = (p: string): boolean => p.startsWith("/") || p.startsWith("\\") || /^[A-Za-z]:[\\/]/.test(p);
-const splitPath = (p: string): string[] => p.split(/[\\/]+/).filter((s) => s !== "" && s !== ".");
-
-/** The last component of a path. */
-export function baseName(p: string): string {
-  const parts = splitPath(p);
-  return parts[parts.length - 1] ?? p;
-}
-
-/**
- * `target` relative to the folder of `from` ("./parent.vhd", "../base/parent.vhd"), both paths
- * absolute or both relative to the same folder; `target` as it is when that cannot be said.
- */
-export function relativePath(from: string, target: string): string {
-  if (isAbsolute(from) !== isAbsolute(target)) return target;
-  const sep = target.includes("\\") && !target.includes("/") ? "\\" : "/";
-  const a = splitPath(from).slice(0, -1);
-  const b = splitPath(target);
-  if (a.includes("..") || b.includes("..")) return target;
-  let common = 0;
-  while (common < a.length && common < b.length - 1 && a[common] === b[common]) common++;
-  const up = a.length - common;
-  const rest = b.slice(common);
-  return (up === 0 ? ["."] : Array(up).fill("..")).concat(rest).join(sep);
-}
 
 /**
  * The locators VirtualBox writes for a differencing image's parent: W2ku (absolute path) then W2ru

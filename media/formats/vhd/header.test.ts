@@ -10,10 +10,10 @@ import {
   noLocators,
   parentLocators,
   parseDynamicHeader,
-  relativePath,
   serializeDynamicHeader,
   type VhdDynamicHeader,
 } from "./dynamic-header.js";
+import { relativePath } from "../paths.js";
 import {
   FOOTER_SIZE,
   VhdDiskType,

@@ -11,13 +11,13 @@ import {
   HEADER_SIZE,
   HEADER_VERSION,
   MAX_BLOCK_SIZE,
-  baseName,
   bitmapSize,
   noLocators,
   parentLocators,
   serializeDynamicHeader,
   type VhdDynamicHeader,
 } from "./dynamic-header.js";
+import { baseName } from "../paths.js";
 import {
   CREATOR_APP,
   CREATOR_OS_WINDOWS,

@@ -30,13 +30,12 @@ import { BLOCK_UNUSED, allSet, bitmapRuns, isFull, serializeBat, setBits } from 
 import {
   DEFAULT_BLOCK_SIZE,
   LocatorCode,
-  baseName,
   encodeUtf16,
   noLocators,
-  relativePath,
   serializeDynamicHeader,
   type VhdDynamicHeader,
 } from "./dynamic-header.js";
+import { baseName, relativePath } from "../paths.js";
 import {
   FOOTER_SIZE,
   MAX_VHD_SIZE,
@@ -480,7 +479,7 @@ export class VhdImage implements LayeredImage {
    * Re-link to another parent (null: become a dynamic base image). `parentPath`, when given,
    * updates the parent name and rewrites the W2ku/W2ru locators where they have room.
    */
-  async setParent(link: ParentLink | null, parentPath?: string): Promise<void> {
+  async setParent(link: ParentLink | null, parentPath = link?.path): Promise<void> {
     this.checkWritable();
     if (!this.header) {
       if (link === null) return;

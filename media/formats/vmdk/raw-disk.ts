@@ -25,7 +25,8 @@ import { encodeUtf8 } from "../text-codec.js";
 import { VmdkDescriptor, defaultGeometry, type ExtentLine } from "./descriptor.js";
 import { readPartitionTable, type SectorRange } from "./partition-table.js";
 import { SECTOR } from "./sparse-header.js";
-import { baseName, dirOf, readFully } from "./util.js";
+import { readFully } from "./util.js";
+import { baseName, dirOf } from "../paths.js";
 
 export interface RawDiskOptions {
   /** The host disk (or a file standing in for it), as the extents will name it. */

@@ -41,7 +41,8 @@ import {
   type SparseHeader,
 } from "./sparse-header.js";
 import { isZero } from "../../bytes.js";
-import { asMediumError, baseName } from "./util.js";
+import { asMediumError } from "./util.js";
+import { baseName } from "../paths.js";
 
 /** Compresses one grain into a zlib (RFC 1950) stream; injected so this file needs no node:zlib. */
 export type Deflate = (data: Uint8Array) => Uint8Array | Promise<Uint8Array>;

@@ -18,19 +18,3 @@ export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Pro
   }
   return done;
 }
-
-/** The folder part of a path ("" when there is none); "/" and "\" both separate. */
-export function dirOf(path: string): string {
-  const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return i < 0 ? "" : path.slice(0, i + 1);
-}
-
-export function baseName(path: string): string {
-  return path.slice(dirOf(path).length);
-}
-
-/** An extent or parent file named in a descriptor, relative to the descriptor's folder unless absolute. */
-export function resolveBeside(descriptorPath: string, name: string): string {
-  if (name.startsWith("/") || /^[A-Za-z]:[\\/]/.test(name)) return name;
-  return dirOf(descriptorPath) + name;
-}

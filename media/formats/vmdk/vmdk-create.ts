@@ -13,7 +13,7 @@ import { NULL_UUID, randomUuid } from "../uuid.js";
 import { encodeUtf8 } from "../text-codec.js";
 import { VmdkDescriptor, defaultGeometry, type ExtentLine } from "./descriptor.js";
 import { MAX_CAPACITY_SECTORS, SECTOR, newSparseLayout, serializeSparseHeader, sparseGeometry, type SparseHeader } from "./sparse-header.js";
-import { baseName, dirOf } from "./util.js";
+import { baseName, dirOf } from "../paths.js";
 import { VmdkImage, cidUuid } from "./vmdk-image.js";
 import { openVmdk, type VmdkOpenOptions } from "./vmdk-open.js";
 

@@ -12,6 +12,7 @@
  * - A chain block is one grain, so a differencing image's sparse extents must be grain aligned.
  * - Discard is a hint we ignore (VirtualBox's VMDK backend has none either).
  */
+import { nameBeside } from "../paths.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { BlockState, FillBelow, LayeredImage, ParentLink } from "../../chain.js";
 import { Gate } from "../async-lock.js";
@@ -153,6 +154,7 @@ export class VmdkImage implements LayeredImage {
       d.parentCid = parseInt(link.modifyUuid.slice(0, 8), 16) >>> 0;
       d.setUuid("parent", link.uuid);
       d.setUuid("parentmodification", link.modifyUuid);
+      if (link.path) d.set("parentFileNameHint", nameBeside(this.path, link.path));
     });
   }
 

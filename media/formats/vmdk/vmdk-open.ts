@@ -12,7 +12,8 @@ import { MAX_DESCRIPTOR_BYTES, VmdkDescriptor, hex8, looksLikeDescriptor } from 
 import { FlatExtent, ZeroExtent, type VmdkExtent } from "./extents.js";
 import { MAX_CAPACITY_SECTORS, SECTOR, hasSparseMagic } from "./sparse-header.js";
 import { SparseExtent, capacityFits, readSparseMetadata, type Inflate, type SparseMetadata } from "./sparse-extent.js";
-import { asMediumError, baseName, readFully, resolveBeside } from "./util.js";
+import { asMediumError, readFully } from "./util.js";
+import { baseName, resolveBeside } from "../paths.js";
 import { VmdkImage, type DescriptorStore } from "./vmdk-image.js";
 
 export interface VmdkOpenOptions {
