@@ -7,6 +7,7 @@
  * add keys of their own; losing them would lose their settings).
  */
 import { MediumError } from "../../block.js";
+import { NULL_UUID } from "../uuid.js";
 
 export type ExtentAccess = "RW" | "RDONLY" | "NOACCESS";
 export type ExtentType = "SPARSE" | "FLAT" | "ZERO" | "VMFS" | "VMFSSPARSE" | "VMFSRDM" | "VMFSRAW" | "SESPARSE";
@@ -271,6 +272,23 @@ export class VmdkDescriptor {
   }
   setUuid(which: "image" | "parent" | "modification" | "parentmodification", uuid: string): void {
     this.set(`ddb.uuid.${which}`, uuid);
+  }
+
+  /**
+   * The disk database of a new image, as VirtualBox writes it: hardware version 4, the adapter
+   * type, the four UUIDs (a base image's parent ones are null) and the default CHS geometry.
+   */
+  setDiskDatabase(o: { size: number; adapterType: string; uuid: string; modification: string; parent?: { uuid: string; modifyUuid: string } }): void {
+    const geo = defaultGeometry(o.size);
+    this.set("ddb.virtualHWVersion", "4");
+    this.set("ddb.adapterType", o.adapterType);
+    this.setUuid("image", o.uuid);
+    this.setUuid("parent", o.parent?.uuid ?? NULL_UUID);
+    this.setUuid("modification", o.modification);
+    this.setUuid("parentmodification", o.parent?.modifyUuid ?? NULL_UUID);
+    this.set("ddb.geometry.cylinders", String(geo.cylinders));
+    this.set("ddb.geometry.heads", String(geo.heads));
+    this.set("ddb.geometry.sectors", String(geo.sectors));
   }
 }
 

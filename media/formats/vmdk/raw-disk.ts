@@ -20,9 +20,9 @@
  */
 import { MediumError } from "../../block.js";
 import type { FileOpener } from "../../io/file-io.js";
-import { NULL_UUID, randomUuid } from "../uuid.js";
+import { randomUuid } from "../uuid.js";
 import { encodeUtf8 } from "../text-codec.js";
-import { VmdkDescriptor, defaultGeometry, type ExtentLine } from "./descriptor.js";
+import { VmdkDescriptor, type ExtentLine } from "./descriptor.js";
 import { readPartitionTable, type SectorRange } from "./partition-table.js";
 import { SECTOR } from "./sparse-header.js";
 import { readFully } from "./util.js";
@@ -92,16 +92,7 @@ export async function createRawDiskVmdk(opener: FileOpener, path: string, o: Raw
   }
   const d = VmdkDescriptor.create({ cid: parseInt(randomUuid().slice(0, 8), 16) >>> 0, createType: o.partitions?.length ? "partitionedDevice" : "fullDevice" });
   d.extents = lines;
-  const geo = defaultGeometry(o.deviceSize);
-  d.set("ddb.virtualHWVersion", "4");
-  d.set("ddb.adapterType", "ide");
-  d.setUuid("image", randomUuid());
-  d.setUuid("parent", NULL_UUID);
-  d.setUuid("modification", randomUuid());
-  d.setUuid("parentmodification", NULL_UUID);
-  d.set("ddb.geometry.cylinders", String(geo.cylinders));
-  d.set("ddb.geometry.heads", String(geo.heads));
-  d.set("ddb.geometry.sectors", String(geo.sectors));
+  d.setDiskDatabase({ size: o.deviceSize, adapterType: "ide", uuid: randomUuid(), modification: randomUuid() });
 
   const made: string[] = [];
   const write = async (p: string, bytes: Uint8Array): Promise<void> => {

@@ -21,8 +21,8 @@ import { MediumError, type BlockBackend, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { createImageFile } from "../image-file.js";
 import { encodeUtf8 } from "../text-codec.js";
-import { NULL_UUID, randomUuid } from "../uuid.js";
-import { VmdkDescriptor, defaultGeometry } from "./descriptor.js";
+import { randomUuid } from "../uuid.js";
+import { VmdkDescriptor } from "./descriptor.js";
 import {
   COMPRESS_DEFLATE,
   FLAG_COMPRESSED,
@@ -182,16 +182,7 @@ function streamDescriptor(path: string, size: number, options: StreamWriteOption
   const d = VmdkDescriptor.create({ cid, createType: "streamOptimized" });
   // RDONLY as VMware and VirtualBox write it: a stream is never written in place.
   d.extents = [{ access: "RDONLY", sectors: size / SECTOR, type: "SPARSE", file: baseName(path), offset: 0 }];
-  const geo = defaultGeometry(size);
-  d.set("ddb.virtualHWVersion", "4");
-  d.set("ddb.adapterType", options.adapterType ?? "ide");
-  d.setUuid("image", options.uuid ?? gen());
-  d.setUuid("parent", NULL_UUID);
-  d.setUuid("modification", gen());
-  d.setUuid("parentmodification", NULL_UUID);
-  d.set("ddb.geometry.cylinders", String(geo.cylinders));
-  d.set("ddb.geometry.heads", String(geo.heads));
-  d.set("ddb.geometry.sectors", String(geo.sectors));
+  d.setDiskDatabase({ size, adapterType: options.adapterType ?? "ide", uuid: options.uuid ?? gen(), modification: gen() });
   const text = d.toString();
   if (encodeUtf8(text).length > DESCRIPTOR_SECTORS * SECTOR) throw new MediumError("unsupported", "descriptor does not fit the embedded area", { path });
   return text;

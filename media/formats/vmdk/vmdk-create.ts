@@ -9,9 +9,9 @@
  */
 import { MediumError } from "../../block.js";
 import type { FileOpener } from "../../io/file-io.js";
-import { NULL_UUID, randomUuid } from "../uuid.js";
+import { randomUuid } from "../uuid.js";
 import { encodeUtf8 } from "../text-codec.js";
-import { VmdkDescriptor, defaultGeometry, type ExtentLine } from "./descriptor.js";
+import { VmdkDescriptor, type ExtentLine } from "./descriptor.js";
 import { MAX_CAPACITY_SECTORS, SECTOR, newSparseLayout, serializeSparseHeader, sparseGeometry, type SparseHeader } from "./sparse-header.js";
 import { baseName, dirOf } from "../paths.js";
 import { VmdkImage, cidUuid } from "./vmdk-image.js";
@@ -94,17 +94,9 @@ export async function createVmdk(opener: FileOpener, path: string, options: Vmdk
     }
   }
   d.extents = lines;
-  const geo = defaultGeometry(options.size);
-  d.set("ddb.virtualHWVersion", "4");
   // VirtualBox sets lsilogic on ESX disks: ESX refuses an image naming a controller it lacks.
-  d.set("ddb.adapterType", options.adapterType ?? (variant === "vmfs" ? "lsilogic" : "ide"));
-  d.setUuid("image", options.uuid ?? gen());
-  d.setUuid("parent", options.parent?.uuid ?? NULL_UUID);
-  d.setUuid("modification", gen());
-  d.setUuid("parentmodification", options.parent?.modifyUuid ?? NULL_UUID);
-  d.set("ddb.geometry.cylinders", String(geo.cylinders));
-  d.set("ddb.geometry.heads", String(geo.heads));
-  d.set("ddb.geometry.sectors", String(geo.sectors));
+  const adapterType = options.adapterType ?? (variant === "vmfs" ? "lsilogic" : "ide");
+  d.setDiskDatabase({ size: options.size, adapterType, uuid: options.uuid ?? gen(), modification: gen(), parent: options.parent });
 
   const made: string[] = [];
   const writeFile = async (p: string, pieces: [number, Uint8Array][], length: number): Promise<void> => {
