@@ -4,6 +4,7 @@
  * data lands before the header and the map entry, and a crash at any point leaves a consistent
  * image reading as before or with the write.
  */
+import { countReads } from "../../testing/count-reads.js";
 import { describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { ImageChain, type LayeredImage } from "../../chain.js";
@@ -114,19 +115,7 @@ describe("VDI: new blocks", () => {
     await base.close();
     const parent = await shelf.open(base.uuid, { readOnly: true });
     const child = await shelf.create("child.vdi", { size: SIZE, blockSize: BS, parent: { uuid: parent.uuid, modifyUuid: parent.modifyUuid } });
-    const reads = { n: 0 };
-    const countedParent = new Proxy(parent, {
-      get(target, prop) {
-        const v = Reflect.get(target, prop, target);
-        if (prop === "read" || prop === "readBlockPart") {
-          return (...args: unknown[]) => {
-            reads.n++;
-            return (v as (...a: unknown[]) => unknown).apply(target, args);
-          };
-        }
-        return typeof v === "function" ? v.bind(target) : v;
-      },
-    }) as LayeredImage;
+    const { layer: countedParent, reads } = countReads(parent);
     const chain = new ImageChain([child, countedParent]);
 
     const whole = pattern(BS, BS, 5);

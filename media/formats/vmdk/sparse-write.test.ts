@@ -5,6 +5,7 @@
  * and partial grains go grain by grain as before. A crash at any request leaves each grain
  * reading as before or with the write.
  */
+import { countReads } from "../../testing/count-reads.js";
 import { describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { ImageChain, type LayeredImage } from "../../chain.js";
@@ -164,19 +165,7 @@ describe("VMDK sparse extents: writes spanning grains", () => {
     await base.close();
     const parent = await openVmdk(memory, "b.vmdk", { readOnly: true });
     const child = await createVmdk(memory, "c.vmdk", { size: 2 * MiB, parent: parentLinkOf(parent, "b.vmdk") });
-    const reads = { n: 0 };
-    const counted = new Proxy(parent, {
-      get(target, prop) {
-        const v = Reflect.get(target, prop, target);
-        if (prop === "read" || prop === "readBlockPart") {
-          return (...args: unknown[]) => {
-            reads.n++;
-            return (v as (...a: unknown[]) => unknown).apply(target, args);
-          };
-        }
-        return typeof v === "function" ? v.bind(target) : v;
-      },
-    }) as LayeredImage;
+    const { layer: counted, reads } = countReads(parent);
     const chain = new ImageChain([child, counted]);
     const whole = pattern(0, 4 * GRAIN, 2);
     await chain.write(4 * GRAIN, whole);
