@@ -30,8 +30,33 @@ export interface MachineDefinition {
   /** Storage controllers and their attachments (storagectl, storageattach). */
   storageControllers: StorageControllerConfig[];
   state: "poweroff" | "saved";
-  /** A saved machine state (controlvm savestate), restored by the next startvm. */
+  /** A saved machine state (controlvm savestate, or a restored online snapshot), restored by the next startvm. */
   savedStateFile?: string;
+  /** The root of the snapshot tree (snapshot take). */
+  snapshot?: SnapshotRecord;
+  /** UUID of the snapshot the current state derives from. */
+  currentSnapshot?: string;
+  /**
+   * A snapshot deletion under way (its merges are journaled here before they start), so an
+   * interrupted `snapshot delete` can be run again to finish, and the machine is not started on a
+   * half-merged chain meanwhile.
+   */
+  pendingDelete?: { snapshot: string; startedAt: string };
+}
+
+/** One snapshot: the machine's settings and media as they were when it was taken. */
+export interface SnapshotRecord {
+  uuid: string;
+  name: string;
+  description?: string;
+  takenAt: string;
+  /** Taken of a running machine: its saved state (CPU, RAM, devices) in this file. */
+  stateFile?: string;
+  memoryMiB: number;
+  boot1?: BootDevice;
+  /** Controllers and attachments at the time: hard disks name the frozen media. */
+  storageControllers: StorageControllerConfig[];
+  children: SnapshotRecord[];
 }
 
 interface RegistryEntry {

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { MediumError } from "./block.js";
 import { vstorHome, withFileLock, writeJsonAtomic } from "./io/node/persist.js";
+import type { MediumType } from "./medium-types.js";
 
 export type DeviceType = "hdd" | "dvd" | "floppy";
 
@@ -18,6 +19,16 @@ export interface MediumRecord {
   format: string;
   deviceType: DeviceType;
   parentUuid?: string;
+  /** Base media: how the medium behaves attached (absent: normal). Differencing images take their base's. */
+  type?: MediumType;
+  /**
+   * Differencing images of an immutable medium: emptied each time vstor powers the VM on
+   * (absent: true). Set on the base, it applies to all its differencing images.
+   */
+  autoReset?: boolean;
+  description?: string;
+  /** Free-form properties (mediumproperty set/get/delete). */
+  properties?: Record<string, string>;
 }
 
 interface RegistryFile {
@@ -118,8 +129,13 @@ export class MediaRegistry {
       const sameLoc = f.media.findIndex((m) => m.location === rec.location);
       if (sameLoc >= 0) f.media.splice(sameLoc, 1); // the file now carries another identity
       const i = f.media.findIndex((m) => m.uuid === rec.uuid);
-      if (i >= 0) f.media[i] = rec;
-      else f.media.push(rec);
+      if (i >= 0) {
+        // Registering the same medium again keeps what the user set on it.
+        const { type, autoReset, description, properties } = f.media[i]!;
+        f.media[i] = { type, autoReset, description, properties, ...stripUndefined(rec) };
+        return f.media[i]!;
+      }
+      f.media.push(rec);
       return rec;
     });
   }
@@ -145,4 +161,8 @@ export class MediaRegistry {
       Object.assign(m, change, change.location ? { location: canonicalLocation(change.location) } : {});
     });
   }
+}
+
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
