@@ -2,8 +2,11 @@
  * vstor: VBoxManage-style command line for vstor's machines and media.
  */
 import { UsageError } from "./args.js";
-import { checkmedium, clonemedium, closemedium, createmedium, listHdds, modifymedium, showmediuminfo } from "./medium-verbs.js";
+import { checkmedium, clonemedium, closemedium, createmedium, modifymedium, showmediuminfo } from "./medium-verbs.js";
+import { mediumproperty } from "./medium-admin-verbs.js";
+import { listDvds, listHdds } from "./medium-view.js";
 import { startvm } from "./startvm.js";
+import { snapshot } from "./snapshot-verbs.js";
 import { storageattach, storagectl } from "./storage-verbs.js";
 import { controlvm, createvm, modifyvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
 
@@ -17,14 +20,24 @@ Machines:
   list vms [--json]
   showvminfo NAME|UUID [--json]
   unregistervm NAME|UUID [--delete]
-  startvm NAME|UUID [--type headless] [--script FILE] [--timeout SECONDS]
-  controlvm NAME|UUID poweroff|reset
+  startvm NAME|UUID [--type headless] [--script FILE | --agent] [--timeout SECONDS]
+      console on this terminal; --script: run FILE in the guest and exit with its status;
+      --agent: no console, keep running for controlvm (runscript, savestate, poweroff).
+      A saved machine resumes its saved state. Immutable disks are reset here (not on reset).
+  controlvm NAME|UUID poweroff|reset|savestate
+  controlvm NAME|UUID runscript FILE [--timeout SECONDS]   run FILE in an --agent guest
+  snapshot NAME|UUID take SNAP [--description TEXT] [--live] [--json]
+  snapshot NAME|UUID restore SNAP | restorecurrent | delete SNAP | list [--json]
+      take freezes every disk that is not writethrough or shareable (each gets a new
+      differencing image) and, if the machine runs, saves its state too (--live: without
+      pausing it); restore needs it powered off; delete merges, online too
   storagectl NAME --name CTL --add ide [--controller PIIX3|PIIX4|ICH6] [--hostiocache on|off] [--bootable on|off]
   storagectl NAME --name CTL --add sata [--controller IntelAhci] [--portcount 1-30] [--hostiocache on|off] [--bootable on|off]
   storagectl NAME --name CTL --remove
   storageattach NAME --storagectl CTL --port N --device N --type hdd|dvddrive
                 --medium FILE|UUID|emptydrive|none [--nonrotational on|off] [--discard on|off]
                 [--hotpluggable on|off] [--tempeject on|off] [--forceunmount]
+                [--mtype normal|writethrough|immutable|shareable|multiattach]
       IDE: ports 0-1, devices 0-1; SATA: ports 0..portcount-1, device 0. While the machine
       runs: change or eject a DVD disc, or hot-plug/unplug a disk on a SATA port
 
@@ -37,11 +50,28 @@ Media:
       a differencing image (default: the parent's format; VDI over VMDK/VHD, QCOW2 over any)
   createmedium disk --filename FILE.vmdk --variant RawDisk --property RawDrive=DEV [--property Partitions=1,3]
   showmediuminfo [disk] FILE|UUID [--json]
-  showmediuminfo dvd FILE [--json]          an ISO image: its volume ID, read-only
-  list hdds [--json]
+      type, auto-reset, description, properties and the machines (and snapshots) using it
+  showmediuminfo dvd FILE|UUID [--json]     an ISO image: its volume ID, read-only
+  list hdds|dvds [--json]
+      the media trees: each base, then its differencing images indented under it
   modifymedium [disk] FILE|UUID --resize MB | --compact [--json]
       resize grows VDI, VHD, QCOW2 and RAW; compact is VDI
-  closemedium [disk] FILE|UUID [--delete] [--json]
+  modifymedium [disk|dvd] FILE|UUID [--type normal|writethrough|immutable|shareable|readonly|multiattach]
+               [--autoreset on|off] [--description TEXT] [--move PATH] [--setuuid [UUID]]
+               [--setparentuuid UUID] [--release] [--json]
+      --type: set on a base medium, with VirtualBox's rules (shareable: fixed-size only;
+      writethrough/shareable/readonly: no differencing children; immutable/multiattach: not
+      attached); --autoreset: an immutable base (for its differencing images) or a differencing
+      image; --move PATH: a new file name or a folder (VMDK extents go along; children that name
+      it by file are re-linked); --setuuid (no UUID: a random one) / --setparentuuid: repair the
+      identity written in the image (VDI, VMDK, VHD; qcow2, HDD and RAW in the registry only);
+      --release: detach it from the current state of every machine using it. Refused while a
+      machine using the medium runs
+  mediumproperty [disk|dvd] set FILE|UUID NAME VALUE
+  mediumproperty [disk|dvd] get FILE|UUID NAME       prints "Value: ..."; exit 1 if unset
+  mediumproperty [disk|dvd] delete FILE|UUID NAME
+  closemedium [disk|dvd] FILE|UUID [--delete] [--json]
+      refused while a machine's current state or a snapshot uses it
   checkmedium [disk] FILE|UUID [--json]
       read-only check; exit 0: no errors (leaked space and a modified parent are
       warnings; qemu-img check would exit 3 for leaks), 2: corrupt or broken chain
@@ -70,7 +100,8 @@ async function main(argv: string[]): Promise<number> {
       const [what, ...more] = rest;
       if (what === "vms") return listVms(more, out);
       if (what === "hdds") return listHdds(more, out);
-      throw new UsageError(`list: unknown list '${what ?? ""}' (known: vms, hdds)`);
+      if (what === "dvds") return listDvds(more, out);
+      throw new UsageError(`list: unknown list '${what ?? ""}' (known: vms, hdds, dvds)`);
     }
     case "showvminfo":
       return showvminfo(rest, out);
@@ -78,6 +109,8 @@ async function main(argv: string[]): Promise<number> {
       return unregistervm(rest, out);
     case "startvm":
       return startvm(rest, out, err);
+    case "snapshot":
+      return snapshot(rest, out);
     case "controlvm":
       return controlvm(rest, out);
     case "storagectl":
@@ -95,6 +128,8 @@ async function main(argv: string[]): Promise<number> {
     case "modifymedium":
     case "modifyhd":
       return modifymedium(rest, out);
+    case "mediumproperty":
+      return mediumproperty(rest, out);
     case "checkmedium":
       return checkmedium(rest, out);
     case "clonemedium":

@@ -122,7 +122,7 @@ describe("vstor medium verbs", () => {
     expect(byUuid.get(child.uuid)).toMatchObject({ parentUuid: base.uuid, children: [grandchild.uuid], location: file("child.vdi") });
     expect(byUuid.get(grandchild.uuid)).toMatchObject({ parentUuid: child.uuid, children: [] });
     const text = vstor(["list", "hdds"]).stdout;
-    expect(text).toContain(`UUID:           ${child.uuid}\nParent UUID:    ${base.uuid}`);
+    expect(text).toContain(`  UUID:           ${child.uuid}\n  Parent UUID:    ${base.uuid}`); // indented under its parent
   });
 
   itq("showmediuminfo registers an image qemu-img made", () => {

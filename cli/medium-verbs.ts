@@ -1,6 +1,7 @@
 /**
- * Medium verbs, VBoxManage-style: createmedium, showmediuminfo, closemedium, list hdds,
- * modifymedium (--resize, --compact), checkmedium, clonemedium.
+ * Medium verbs, VBoxManage-style: createmedium, showmediuminfo, closemedium, modifymedium
+ * (--resize, --compact; the administration options are medium-admin-verbs.ts's), checkmedium,
+ * clonemedium. Listing and describing media is medium-view.ts's.
  */
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError, type ParsedArgs } from "./args.js";
 import { MediumManager, type MediumCheckReport, type MediumFormat, type MediumInfo } from "../media/medium-manager.js";
@@ -13,6 +14,8 @@ import { readFileSync, realpathSync, statSync } from "node:fs";
 import { createRawDiskVmdk } from "../media/formats/vmdk/raw-disk.js";
 import { ISO_SECTOR, openIso } from "../media/formats/iso/iso.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { ADMIN_OPTIONS, isIso, mediumTarget, modifyMediumAdmin, refuseIfUsed, resolveMedium, takeSetUuid } from "./medium-admin-verbs.js";
+import { describeMedium, mediaContext, usedByLines, viewOf, type MediumView } from "./medium-view.js";
 
 const MiB = 1024 * 1024;
 
@@ -36,27 +39,10 @@ function variantOpt(v: string | undefined): { variant?: ImageVariant | "Stream";
   return { variant, ...(parts.includes("split2g") ? { split: true } : {}) };
 }
 
-const VARIANT_TEXT: Record<string, string> = {
-  Fixed: "fixed default",
-  Diff: "differencing default",
-  Split2G: "dynamic split2G",
-  "Split2G,Fixed": "fixed split2G",
-  Stream: "stream optimized",
-};
-
-function describe(m: MediumInfo): string {
-  return [
-    `UUID:           ${m.uuid}`,
-    ...(m.parentUuid ? [`Parent UUID:    ${m.parentUuid}`] : ["Parent UUID:    base"]),
-    `State:          created`,
-    `Location:       ${m.location}`,
-    `Storage format: ${m.format}`,
-    `Format variant: ${VARIANT_TEXT[m.variant] ?? "dynamic default"}`,
-    `Capacity:       ${Math.round(m.size / MiB)} MBytes`,
-    `Size on disk:   ${Math.round(m.fileSize / MiB)} MBytes`,
-    ...(m.children.length ? [`Child UUIDs:    ${m.children.join("\n                ")}`] : []),
-    "",
-  ].join("\n");
+/** What showmediuminfo --json prints of a disk (and clonemedium --json of its clone). */
+async function diskView(info: MediumInfo): Promise<MediumView> {
+  const ctx = mediaContext();
+  return viewOf(ctx, ctx.mm.requireRecord(info.uuid));
 }
 
 /** `--property KEY=VALUE` may repeat: take them all out of argv before the usual parsing. */
@@ -135,43 +121,46 @@ export async function createmedium(argv: string[], out: Out): Promise<number> {
 export async function showmediuminfo(argv: string[], out: Out): Promise<number> {
   const args = parseArgs(argv, ["json"]);
   allowOnly(args, ["json"]);
-  const [kind] = args.positional;
-  if (kind === "dvd" || (args.positional.length === 1 && (await looksLikeIso(kind!)))) return showDvdInfo(args, out);
-  const target = diskTarget(args, "showmediuminfo [disk|dvd] FILE|UUID [--json]");
+  const { kind: asked, target } = mediumTarget(args, "showmediuminfo [disk|dvd] FILE|UUID [--json]");
   const mm = new MediumManager();
-  const info = mm.registry.find(target) ? await mm.info(target) : await mm.register(target);
-  out(args.options.has("json") ? JSON.stringify(info) + "\n" : describe(info));
+  const known = mm.registry.find(target);
+  if (asked === "dvd" || known?.deviceType === "dvd" || (!known && !asked && (await looksLikeIso(target)))) {
+    return showDvdInfo(args, out);
+  }
+  const info = known ? await mm.info(target) : await mm.register(target);
+  const view = await diskView(info);
+  out(args.options.has("json") ? JSON.stringify(view) + "\n" : describeMedium(view));
   return 0;
 }
 
 /** An ISO 9660 volume descriptor at sector 16 (the file is a CD/DVD image, shown as one). */
-async function looksLikeIso(path: string): Promise<boolean> {
-  try {
-    const { medium } = await openIso(new NodeFileOpener(), path);
-    await medium.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
+const looksLikeIso = isIso;
 
-/** showmediuminfo for a CD/DVD image: read-only ISO 9660 media with their volume ID. */
+/** showmediuminfo for a CD/DVD image: read-only ISO 9660 media with their volume ID; registered as a DVD image. */
 async function showDvdInfo(args: ParsedArgs, out: Out): Promise<number> {
-  const path = args.positional.length === 2 ? args.positional[1] : args.positional[0];
-  if (!path || args.positional.length > 2) throw new UsageError("showmediuminfo dvd FILE [--json]");
-  const { medium, info } = await openIso(new NodeFileOpener(), path);
+  const target = args.positional.length === 2 ? args.positional[1] : args.positional[0];
+  if (!target || args.positional.length > 2) throw new UsageError("showmediuminfo dvd FILE|UUID [--json]");
+  const ctx = mediaContext();
+  const rec = await resolveMedium(ctx.mm, "dvd", target);
+  const { medium, info } = await openIso(new NodeFileOpener(), rec.location);
   const size = medium.size;
   await medium.close();
-  const shown = { location: resolve(path), format: "ISO", deviceType: "dvd", readOnly: true, size, sectorSize: ISO_SECTOR, volumeId: info.volumeId };
+  const view = await viewOf(ctx, rec);
+  const shown = { ...view, location: rec.location, format: "ISO", deviceType: "dvd", readOnly: true, size, sectorSize: ISO_SECTOR, volumeId: info.volumeId };
   if (args.options.has("json")) out(JSON.stringify(shown) + "\n");
   else {
     out(
       [
+        `UUID:           ${rec.uuid}`,
         `Location:       ${shown.location}`,
         `Storage format: ISO (ISO 9660, ${ISO_SECTOR}-byte sectors)`,
         `Device type:    DVD, read-only`,
+        `Type:           ${view.type}`,
         `Volume ID:      ${info.volumeId}`,
         `Capacity:       ${Math.round(size / 1048576)} MBytes (${size} bytes)`,
+        ...Object.entries(view.properties).map(([k, v]) => `Property:       ${k}=${v}`),
+        ...usedByLines(view.usedBy).map((l, i) => `${i ? " ".repeat(16) : "In use by VMs:  "}${l}`),
+        ...(view.description ? [`Description:    ${view.description}`] : []),
         "",
       ].join("\n"),
     );
@@ -189,46 +178,43 @@ function diskTarget(args: ParsedArgs, usage: string): string {
 export async function closemedium(argv: string[], out: Out): Promise<number> {
   const args = parseArgs(argv, ["delete", "json"]);
   allowOnly(args, ["delete", "json"]);
-  const target = diskTarget(args, "closemedium [disk] FILE|UUID [--delete] [--json]");
+  const { kind, target } = mediumTarget(args, "closemedium [disk|dvd] FILE|UUID [--delete] [--json]");
   const deleted = args.options.has("delete");
-  const rec = await new MediumManager().close(target, { delete: deleted });
+  const mm = new MediumManager();
+  const rec = mm.requireRecord(target);
+  if (kind && (kind === "dvd") !== (rec.deviceType === "dvd")) throw new UsageError(`${rec.location} is not a ${kind} medium`);
+  refuseIfUsed(rec);
+  await mm.close(rec.uuid, { delete: deleted });
   if (args.options.has("json")) out(JSON.stringify({ uuid: rec.uuid, location: rec.location, deleted }) + "\n");
   else out(`Medium ${rec.location} {${rec.uuid}} closed${deleted ? " and deleted" : ""}.\n`);
-  return 0;
-}
-
-export async function listHdds(argv: string[], out: Out): Promise<number> {
-  const args = parseArgs(argv, ["json"]);
-  allowOnly(args, ["json"]);
-  const mm = new MediumManager();
-  const infos: MediumInfo[] = [];
-  for (const rec of mm.registry.list("hdd")) infos.push(await mm.info(rec.uuid));
-  if (args.options.has("json")) {
-    out(JSON.stringify(infos) + "\n");
-    return 0;
-  }
-  out(
-    infos
-      .map((m) =>
-        [`UUID:           ${m.uuid}`, `Parent UUID:    ${m.parentUuid ?? "base"}`, `Format:         ${m.format}`, `Location:       ${m.location}`, `Capacity:       ${Math.round(m.size / MiB)} MBytes`, ""].join("\n"),
-      )
-      .join("\n"),
-  );
   return 0;
 }
 
 const PHASES: Record<string, string> = { scan: "reading blocks", move: "moving blocks" };
 
 export async function modifymedium(argv: string[], out: Out): Promise<number> {
-  const args = parseArgs(argv, ["compact", "json"]);
-  allowOnly(args, ["resize", "resizebyte", "compact", "json"]);
-  const target = diskTarget(args, "modifymedium [disk] FILE|UUID --resize MB | --compact [--json]");
+  const { rest, setUuid } = takeSetUuid(argv);
+  const args = parseArgs(rest, ["compact", "json", "release"]);
+  allowOnly(args, ["resize", "resizebyte", "compact", "json", ...ADMIN_OPTIONS]);
+  const usage = "modifymedium [disk|dvd] FILE|UUID --resize MB | --compact | --type T | --autoreset on|off | --description TEXT | --move PATH | --setuuid [UUID] | --setparentuuid UUID | --release [--json]";
+  const picked = mediumTarget(args, usage);
+  let target = picked.target;
   const json = args.options.has("json");
   const compact = args.options.has("compact");
-  const mm = new MediumManager();
   const mb = optNumber(args, "resize");
   const bytes = optNumber(args, "resizebyte") ?? (mb !== undefined ? mb * MiB : undefined);
-  if (bytes === undefined && !compact) throw new UsageError("modifymedium needs --resize, --resizebyte or --compact");
+  const admin = setUuid !== undefined || ADMIN_OPTIONS.some((o) => args.options.has(o));
+  if (bytes === undefined && !compact && !admin) throw new UsageError("modifymedium needs an option: " + usage);
+  if (admin) {
+    const done = await modifyMediumAdmin(picked.kind, target, args, setUuid, out);
+    if (bytes === undefined && !compact) {
+      if (json) out(JSON.stringify(done) + "\n");
+      return 0;
+    }
+    target = done.uuid;
+  }
+  if (picked.kind === "dvd") throw new UsageError("DVD images cannot be resized or compacted");
+  const mm = new MediumManager();
   const before = mm.registry.find(target) ? await mm.info(target) : await mm.register(target);
   if (bytes !== undefined) {
     const bar = progress("Resizing");
@@ -295,7 +281,7 @@ export async function clonemedium(argv: string[], out: Out): Promise<number> {
   } finally {
     bar.finish();
   }
-  out(args.options.has("json") ? JSON.stringify(info) + "\n" : `Clone medium created in format '${info.format}'. UUID: ${info.uuid}\n`);
+  out(args.options.has("json") ? JSON.stringify(await diskView(info)) + "\n" : `Clone medium created in format '${info.format}'. UUID: ${info.uuid}\n`);
   return 0;
 }
 

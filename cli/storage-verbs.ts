@@ -10,6 +10,10 @@ import type { Out } from "./vm-verbs.js";
 import { resolve } from "node:path";
 import { openIso } from "../media/formats/iso/iso.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
+import { canonicalLocation } from "../media/registry.js";
+import { attachedIndirectly, MEDIUM_TYPES, parseMediumType } from "../media/medium-types.js";
+import { setMediumType } from "../machine/medium-type-change.js";
+import { createMachineDiff, mediumType } from "../machine/machine-media.js";
 
 const onOff = (name: string, v: string | undefined, dflt: boolean): boolean => {
   if (v === undefined) return dflt;
@@ -99,7 +103,7 @@ function sataPorts(bus: StorageControllerConfig["bus"], v: string): number {
 
 export async function storageattach(argv: string[], out: Out): Promise<number> {
   const args = parseArgs(argv, ["forceunmount"]);
-  allowOnly(args, ["storagectl", "port", "device", "type", "medium", "nonrotational", "discard", "hotpluggable", "tempeject", "forceunmount"]);
+  allowOnly(args, ["storagectl", "port", "device", "type", "medium", "mtype", "nonrotational", "discard", "hotpluggable", "tempeject", "forceunmount"]);
   const [machine] = args.positional;
   if (!machine) throw new UsageError("storageattach needs a machine name or UUID");
   const { store, vm, running } = await editableMachine(machine, true);
@@ -131,11 +135,11 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
     if (mediumArg !== "emptydrive") {
       const { medium: iso } = await openIso(new NodeFileOpener(), mediumArg); // refuses what is not ISO 9660
       await iso.close();
-      image = resolve(mediumArg);
+      image = await registerDvd(mediumArg);
     }
   } else {
     if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
-    medium = await diskToAttach(vm, ctl, mediumArg);
+    medium = await diskToAttach(store, vm, ctl, port, device, mediumArg, optString(args, "mtype"));
   }
   ctl.attachments.push({
     port,
@@ -153,17 +157,29 @@ export async function storageattach(argv: string[], out: Out): Promise<number> {
   return 0;
 }
 
-/** Register the disk if needed; refuse it when another attachment already uses it. */
-async function diskToAttach(vm: ReturnType<VmStore["get"]>, ctl: StorageControllerConfig, mediumArg: string): Promise<string> {
+/** An ISO image becomes a known DVD medium (list dvds), with a UUID of its own as in VirtualBox. */
+async function registerDvd(path: string): Promise<string> {
+  return (await new MediumManager().registerDvd(canonicalLocation(resolve(path)))).location;
+}
+
+/**
+ * Register the disk if needed, set its type (--mtype), and return what the slot attaches: the
+ * medium itself, or for an immutable or multiattach medium a new differencing image of this
+ * machine over it. Refused when the machine already uses the medium in another slot.
+ */
+async function diskToAttach(store: VmStore, vm: ReturnType<VmStore["get"]>, ctl: StorageControllerConfig, port: number, device: number, mediumArg: string, mtype: string | undefined): Promise<string> {
   const mm = new MediumManager();
   const medium = (mm.registry.find(mediumArg) ?? (await mm.register(mediumArg))).uuid;
-  for (const other of new VmStore().list()) {
-    for (const c of other.storageControllers) {
-      if (c.attachments.some((a) => a.medium === medium) && !(other.uuid === vm.uuid && c === ctl)) {
-        throw new VmError("invalid", `vstor: medium {${medium}} is already attached to machine '${other.name}' (controller '${c.name}')`);
-      }
-    }
+  const elsewhere = vm.storageControllers.some((c) => c.attachments.some((a) => a.medium === medium && !(c.name === ctl.name && a.port === port && a.device === device)));
+  if (elsewhere) throw new VmError("invalid", `vstor: medium {${medium}} is already attached to machine '${vm.name}'`);
+  if (mtype !== undefined) {
+    const type = parseMediumType(mtype);
+    if (!type) throw new UsageError(`--mtype ${mtype}: one of ${MEDIUM_TYPES.join(", ")}`);
+    await setMediumType(mm, medium, type, store.list().filter((m) => m.uuid !== vm.uuid));
   }
+  const type = mediumType(mm, medium);
+  const rec = mm.requireRecord(medium);
+  if (attachedIndirectly(type) && !rec.parentUuid) return createMachineDiff(mm, store.machineDir(vm.name), medium);
   return medium;
 }
 
@@ -184,7 +200,7 @@ async function hotplugOnline(
   let medium = "";
   if (mediumArg !== "none") {
     if (mediumArg === "emptydrive") throw new UsageError("a hard disk attachment needs a medium");
-    medium = await diskToAttach(vm, ctl, mediumArg);
+    medium = await diskToAttach(store, vm, ctl, port, 0, mediumArg, optString(args, "mtype"));
   }
   const flags = [
     onOff("nonrotational", optString(args, "nonrotational"), false) ? "nonrotational" : "",
@@ -219,7 +235,7 @@ async function changeDiscOnline(
   if (mediumArg !== "emptydrive" && mediumArg !== "none") {
     const { medium } = await openIso(new NodeFileOpener(), mediumArg);
     await medium.close();
-    image = resolve(mediumArg);
+    image = await registerDvd(mediumArg);
   }
   const reply = await sendControl(store.machineDir(vm.name), { command: "changedisc", args: [ctl.name, String(port), String(device), image ?? "", force ? "force" : ""] });
   if (!reply.ok) throw new VmError("running", `vstor: could not change the disc: ${reply.error}`);

@@ -4,6 +4,8 @@
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError } from "./args.js";
 import { runningSession, sendControl } from "../machine/control-channel.js";
 import { BOOT_DEVICES, VmError, VmStore, type BootDevice } from "../machine/vm-store.js";
+import { readFileSync } from "node:fs";
+import { snapshotTreeJson, snapshotTreeText } from "./snapshot-verbs.js";
 
 export type Out = (text: string) => void;
 
@@ -63,7 +65,7 @@ export async function showvminfo(argv: string[], out: Out): Promise<number> {
   const session = await runningSession(store.machineDir(vm.name));
   const state = session ? "running" : vm.state === "saved" ? "saved" : "powered off";
   if (args.options.has("json")) {
-    out(JSON.stringify({ ...vm, state, pid: session?.pid }));
+    out(JSON.stringify({ ...vm, state, pid: session?.pid, snapshots: snapshotTreeJson(vm.snapshot) }));
     return 0;
   }
   out(
@@ -81,6 +83,8 @@ export async function showvminfo(argv: string[], out: Out): Promise<number> {
           `    port ${a.port} device ${a.device}: ${a.type === "hdd" ? `disk {${a.medium}}` : a.image ? `DVD drive (${a.image})` : "DVD drive (empty)"}` +
           `${a.nonrotational ? ", non-rotational" : ""}${a.discard ? ", discard" : ""}${a.hotpluggable ? ", hot-pluggable" : ""}${a.tempeject ? ", temporary eject" : ""}`),
       ]),
+      ...(vm.snapshot ? ["Snapshots:", ...snapshotTreeText(vm).map((l) => `   ${l}`)] : []),
+      ...(vm.savedStateFile ? [`Saved state:     ${vm.savedStateFile}`] : []),
       "",
     ].join("\n"),
   );
@@ -100,7 +104,7 @@ export async function unregistervm(argv: string[], out: Out): Promise<number> {
   return 0;
 }
 
-const CONTROL_COMMANDS = ["poweroff", "reset"];
+const CONTROL_COMMANDS = ["poweroff", "reset", "savestate", "runscript"];
 
 export async function controlvm(argv: string[], out: Out): Promise<number> {
   const [name, command, ...rest] = argv;
@@ -108,8 +112,27 @@ export async function controlvm(argv: string[], out: Out): Promise<number> {
   if (!CONTROL_COMMANDS.includes(command)) throw new UsageError(`controlvm: unknown command '${command}' (known: ${CONTROL_COMMANDS.join(", ")})`);
   const store = new VmStore();
   const vm = store.get(name);
-  const reply = await sendControl(store.machineDir(vm.name), { command, args: rest });
+  if (command === "runscript") {
+    // Runs a shell script in the guest through its agent (startvm --agent) and passes on its output and status.
+    const args = parseArgs(rest);
+    allowOnly(args, ["timeout"]);
+    const [file] = args.positional;
+    if (!file) throw new UsageError("controlvm runscript needs a script file");
+    const timeoutS = optNumber(args, "timeout") ?? 600;
+    const reply = await sendControl(store.machineDir(vm.name), { command, args: [readFileSync(file, "utf8"), String(timeoutS)] }, timeoutS * 1000 + 10_000);
+    if (!reply.ok) throw new VmError("not-running", `vstor: controlvm runscript failed for '${vm.name}': ${reply.error}`);
+    const r = reply.data as { status: number; output: string };
+    out(r.output.endsWith("\n") || !r.output ? r.output : r.output + "\n");
+    return r.status;
+  }
+  const reply = await sendControl(store.machineDir(vm.name), { command, args: rest }, command === "savestate" || command === "reset" ? 600_000 : 30_000);
   if (!reply.ok) throw new VmError("not-running", `vstor: controlvm ${command} failed for '${vm.name}': ${reply.error}`);
+  if (command === "savestate") {
+    // The machine process exits once the state is written: wait for it, so the next command finds it stopped.
+    for (let i = 0; i < 600 && (await runningSession(store.machineDir(vm.name))); i++) await new Promise((r) => setTimeout(r, 100));
+    out(`savestate: the state of '${vm.name}' is saved; startvm resumes it\n`);
+    return 0;
+  }
   out(`${command}: done\n`);
   return 0;
 }

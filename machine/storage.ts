@@ -12,6 +12,10 @@ import { createAtapiCdrom, type AtapiCdrom } from "../devices/atapi/index.js";
 import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { withoutHostCache } from "../media/io/file-io.js";
 import { openIso } from "../media/formats/iso/iso.js";
+import { SwappableMedium } from "../media/swappable-medium.js";
+import { ImageChain, writeToLayer, type LayeredImage, type MergeOptions, type MergeResult } from "../media/chain.js";
+import { MediumError } from "../media/block.js";
+import type { SnapshotMerge } from "./vm-store.js";
 
 export type StorageBus = "ide" | "sata";
 export type IdeControllerType = "PIIX3" | "PIIX4" | "ICH6";
@@ -75,6 +79,20 @@ export interface MachineStorage {
    * unplug it). The guest sees the port change; an unplugged medium is flushed and closed.
    */
   hotplug(controller: string, port: number, disk: AttachmentConfig | undefined): Promise<void>;
+  /** Run `fn` with guest I/O held on every hard disk (for a consistent saved state and disk switch). */
+  quiesced<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Inside quiesced(): flush and close the disk's medium and open the one `next` names instead
+   * (given the medium attached now; it may create it, e.g. a snapshot's differencing image).
+   */
+  reopenDisk(controller: string, port: number, device: number, next: (current: string) => Promise<string>): Promise<void>;
+  /**
+   * Run a snapshot merge on the running disk whose chain holds `merge.child` (false if none does):
+   * the chain is reopened with the images the merge writes read-write, each block's copy runs
+   * between guest requests, and guest writes into a top image merged away are mirrored into its
+   * parent, so the guest never stops and never sees the chain change under it.
+   */
+  mergeLive(merge: SnapshotMerge, run: (layers: readonly LayeredImage[], step: MergeOptions["step"]) => Promise<MergeResult>): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -102,9 +120,13 @@ export async function openMachineStorage(
   const live = new Map<string, AhciController>();
   // Host I/O cache off (storagectl --hostiocache off, SATA's default): disks bypass the page cache.
   const uncached = new MediumManager(mm.registry, withoutHostCache(mm.opener));
-  const openDisk = async (a: AttachmentConfig, hostIoCache: boolean): Promise<IdeDriveConfig> => {
-    const medium = await (hostIoCache ? mm : uncached).open(a.medium!);
+  /** Hard disks by controller:port:device, with the medium (top of the chain) open now. */
+  const disks = new Map<string, { medium: SwappableMedium; uuid: string; manager: MediumManager }>();
+  const openDisk = async (a: AttachmentConfig, hostIoCache: boolean, controller: string): Promise<IdeDriveConfig> => {
+    const manager = hostIoCache ? mm : uncached;
+    const medium = new SwappableMedium(await manager.open(a.medium!));
     opened.push(medium);
+    disks.set(`${controller}:${a.port}:${a.device}`, { medium, uuid: a.medium!, manager });
     return { kind: "ata", medium, serial: serialFromUuid(baseUuid(mm, a.medium!)), nonRotational: a.nonrotational, discard: a.discard };
   };
   try {
@@ -130,7 +152,7 @@ export async function openMachineStorage(
           continue;
         }
         if (!a.medium) continue;
-        drives.set(key, await openDisk(a, ctl.hostIoCache));
+        drives.set(key, await openDisk(a, ctl.hostIoCache, ctl.name));
       }
       plans.push({ ctl, drives });
     }
@@ -186,17 +208,68 @@ export async function openMachineStorage(
         const old = plan.drives.get(key);
         ahci.detach(port); // refuses a port that is not hot-pluggable or is empty
         plan.drives.delete(key);
+        disks.delete(`${controller}:${port}:0`);
         if (old?.medium) await release(old.medium);
         return;
       }
-      const drive = await openDisk(disk, plan.ctl.hostIoCache);
+      const drive = await openDisk(disk, plan.ctl.hostIoCache, controller);
       try {
         ahci.attach(port, drive);
       } catch (e) {
+        disks.delete(`${controller}:${port}:0`);
         if (drive.medium) await release(drive.medium);
         throw e;
       }
       plan.drives.set(key, drive);
+    },
+    quiesced(fn) {
+      const list = [...disks.values()];
+      const enter = <T,>(i: number, f: () => Promise<T>): Promise<T> => (i === list.length ? f() : list[i]!.medium.exclusive(() => enter(i + 1, f)));
+      return enter(0, fn);
+    },
+    async reopenDisk(controller, port, device, next) {
+      const d = disks.get(`${controller}:${port}:${device}`);
+      if (!d) throw new RangeError(`no hard disk at '${controller}' port ${port} device ${device}`);
+      const old = d.medium.inner;
+      await old.flush();
+      await old.close();
+      let uuid = d.uuid;
+      try {
+        uuid = await next(d.uuid);
+        d.medium.replace(await d.manager.open(uuid));
+        d.uuid = uuid;
+      } catch (e) {
+        d.medium.replace(await d.manager.open(d.uuid)); // keep the guest's disk working
+        throw e;
+      }
+    },
+    async mergeLive(merge, run) {
+      const d = [...disks.values()].find((x) => chainOf(mm, x.uuid).includes(merge.child));
+      if (!d) return false;
+      let chain!: ImageChain;
+      await d.medium.exclusive(async (inner) => {
+        await inner.flush();
+        await inner.close();
+        const reopened = await d.manager.open(d.uuid, { writableParents: chainOf(mm, d.uuid), allowParentModified: true });
+        d.medium.replace(reopened);
+        if (!(reopened instanceof ImageChain)) throw new MediumError("corrupt", `${d.uuid} has no parent to merge with`);
+        chain = reopened;
+      });
+      const at = chain.layers.findIndex((l) => l.uuid === merge.child);
+      // A top image merged into its parent goes away: what the guest writes meanwhile goes to both.
+      if (merge.into === "parent" && at === 0) d.medium.afterWrite = (offset, data) => writeToLayer(chain.layers, 1, offset, data);
+      try {
+        const result = await run(chain.layers, (copy) => d.medium.exclusive(() => copy()));
+        await d.medium.exclusive(async () => {
+          d.medium.afterWrite = undefined;
+          d.medium.replace(new ImageChain(result.layers, { allowParentModified: true }));
+          await result.removed.close();
+          if (d.uuid === result.removed.uuid) d.uuid = result.layers[0]!.uuid;
+        });
+      } finally {
+        d.medium.afterWrite = undefined;
+      }
+      return true;
     },
     close: async () => {
       for (const m of opened) {
@@ -212,4 +285,11 @@ function baseUuid(mm: MediumManager, uuid: string): string {
   let rec = mm.registry.find(uuid);
   for (let depth = 0; rec?.parentUuid && depth < 100; depth++) rec = mm.registry.findByUuid(rec.parentUuid) ?? rec;
   return rec?.uuid ?? uuid;
+}
+
+/** UUIDs of a medium's chain, top first, as the registry records it. */
+function chainOf(mm: MediumManager, uuid: string): string[] {
+  const out: string[] = [];
+  for (let rec = mm.registry.find(uuid); rec && out.length < 100; rec = rec.parentUuid ? mm.registry.findByUuid(rec.parentUuid) : undefined) out.push(rec.uuid);
+  return out;
 }

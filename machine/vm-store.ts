@@ -41,7 +41,18 @@ export interface MachineDefinition {
    * interrupted `snapshot delete` can be run again to finish, and the machine is not started on a
    * half-merged chain meanwhile.
    */
-  pendingDelete?: { snapshot: string; startedAt: string };
+  pendingDelete?: { snapshot: string; startedAt: string; merges: SnapshotMerge[] };
+}
+
+/**
+ * One disk's merge when a snapshot is deleted: the snapshot's frozen image and its only child
+ * become one image. "parent": the child's data goes into the frozen image, which then stands in
+ * for the child; "child": the frozen image's data goes into the child, which takes its parent.
+ */
+export interface SnapshotMerge {
+  frozen: string;
+  child: string;
+  into: "parent" | "child";
 }
 
 /** One snapshot: the machine's settings and media as they were when it was taken. */

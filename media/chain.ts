@@ -360,7 +360,14 @@ export interface MergeOptions {
   otherChildren?: readonly LayeredImage[];
   /** Called after each block copied. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Runs each block's copy (an online merge passes the running disk's exclusive section, so a
+   * guest request never interleaves with a copy step). Default: run it directly.
+   */
+  step?: (copy: () => Promise<void>) => Promise<void>;
 }
+
+const direct = (copy: () => Promise<void>) => copy();
 
 export interface MergeResult {
   /** The chain without the merged-away image, top first. */
@@ -409,33 +416,41 @@ export async function mergeChildIntoParent(layers: readonly LayeredImage[], chil
   }
   const bs = child.blockSize;
   const total = Math.ceil(child.size / bs);
+  const step = options.step ?? direct;
   for (let b = 0; b < total; b++) {
-    const state = child.blockState(b);
-    if (state === "unallocated") continue;
-    const start = b * bs;
-    const length = Math.min(bs, child.size - start);
-    if (state === "data" && child.storedRuns) {
-      // Only the parts the child stores: the rest of the parent's block stays as it is.
-      let at = 0;
-      for (const run of child.storedRuns(b, 0, length)) {
-        if (run.stored) {
-          const part = new Uint8Array(run.length);
-          await child.readBlockPart(b, at, part);
-          await writeToLayer(layers, childIndex + 1, start + at, part);
-        }
-        at += run.length;
-      }
-      options.onProgress?.(b + 1, total);
-      continue;
-    }
-    const buf = new Uint8Array(length);
-    if (state === "data") await child.readBlockPart(b, 0, buf);
-    await writeToLayer(layers, childIndex + 1, start, buf);
+    if (child.blockState(b) === "unallocated") continue;
+    await step(() => copyChildBlock(layers, childIndex, b));
     options.onProgress?.(b + 1, total);
   }
   await parent.flush();
   await relink([layers[childIndex - 1], ...(options.otherChildren ?? [])], parent);
   return { layers: layers.filter((_, i) => i !== childIndex), removed: child };
+}
+
+/** One block of a forward merge: what the child stores of block `b` goes into the parent. */
+async function copyChildBlock(layers: readonly LayeredImage[], childIndex: number, b: number): Promise<void> {
+  const child = layers[childIndex]!;
+  const state = child.blockState(b);
+  if (state === "unallocated") return;
+  const bs = child.blockSize;
+  const start = b * bs;
+  const length = Math.min(bs, child.size - start);
+  if (state === "data" && child.storedRuns) {
+    // Only the parts the child stores: the rest of the parent's block stays as it is.
+    let at = 0;
+    for (const run of child.storedRuns(b, 0, length)) {
+      if (run.stored) {
+        const part = new Uint8Array(run.length);
+        await child.readBlockPart(b, at, part);
+        await writeToLayer(layers, childIndex + 1, start + at, part);
+      }
+      at += run.length;
+    }
+    return;
+  }
+  const buf = new Uint8Array(length);
+  if (state === "data") await child.readBlockPart(b, 0, buf);
+  await writeToLayer(layers, childIndex + 1, start, buf);
 }
 
 /** Whether `layer` stores data or a zero marker anywhere in [offset, offset+length). */
@@ -462,29 +477,15 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
   if (child.readOnly) throw new MediumError("read-only", "the child must be open read-write to merge into it", { path: child.path });
   const bs = child.blockSize;
   const total = Math.ceil(child.size / bs);
+  const step = options.step ?? direct;
   for (let b = 0; b < total; b++) {
     const start = b * bs;
-    const length = Math.min(bs, child.size - start);
-    const state = child.blockState(b);
-    if (state === "data" && child.storedRuns && storesAny(parent, start, length)) {
-      // The parts of a stored block the child does not store come from the parent.
-      let at = 0;
-      for (const run of child.storedRuns(b, 0, length)) {
-        if (!run.stored) {
-          const part = new Uint8Array(run.length);
-          await readFromLayer(layers, childIndex + 1, start + at, part);
-          await writeToLayer(layers, childIndex, start + at, part);
-        }
-        at += run.length;
-      }
-      options.onProgress?.(b + 1, total);
-      continue;
-    }
-    if (state !== "unallocated" || !storesAny(parent, start, length)) continue;
-    const buf = new Uint8Array(length);
-    await readFromLayer(layers, childIndex + 1, start, buf);
-    await writeToLayer(layers, childIndex, start, buf);
-    options.onProgress?.(b + 1, total);
+    if (!storesAny(parent, start, Math.min(bs, child.size - start))) continue;
+    let copied = false;
+    await step(async () => {
+      copied = await copyParentBlock(layers, childIndex, b);
+    });
+    if (copied) options.onProgress?.(b + 1, total);
   }
   await child.flush();
   const grandparent = layers[childIndex + 2];
@@ -492,4 +493,34 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
   await child.flush();
   await relink([layers[childIndex - 1], ...(options.otherChildren ?? [])], child);
   return { layers: layers.filter((_, i) => i !== childIndex + 1), removed: parent };
+}
+
+/**
+ * One block of a backward merge: the child gets what it lacks of block `b` from the parent.
+ * Decided inside the step, as a guest write may have filled the block meanwhile.
+ */
+async function copyParentBlock(layers: readonly LayeredImage[], childIndex: number, b: number): Promise<boolean> {
+  const child = layers[childIndex]!;
+  const bs = child.blockSize;
+  const start = b * bs;
+  const length = Math.min(bs, child.size - start);
+  const state = child.blockState(b);
+  if (state === "data" && child.storedRuns) {
+    // The parts of a stored block the child does not store come from the parent.
+    let at = 0;
+    for (const run of child.storedRuns(b, 0, length)) {
+      if (!run.stored) {
+        const part = new Uint8Array(run.length);
+        await readFromLayer(layers, childIndex + 1, start + at, part);
+        await writeToLayer(layers, childIndex, start + at, part);
+      }
+      at += run.length;
+    }
+    return true;
+  }
+  if (state !== "unallocated") return false;
+  const buf = new Uint8Array(length);
+  await readFromLayer(layers, childIndex + 1, start, buf);
+  await writeToLayer(layers, childIndex, start, buf);
+  return true;
 }

@@ -4,6 +4,8 @@
  * never by file extension.
  */
 import { randomUUID } from "node:crypto";
+import { statSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { MediumError, type BlockBackend } from "./block.js";
 import { ImageChain, MAX_CHAIN_DEPTH, openChain, type LayeredImage } from "./chain.js";
 import { IMAGE_CREATORS, cloneToNew, copyMedium, creatableFormat, isCreatable, type CloneProgress, type ImageVariant } from "./clone.js";
@@ -12,7 +14,6 @@ import { CHILD_CREATORS, childFormat } from "./differencing.js";
 import type { FileOpener } from "./io/file-io.js";
 import { NodeFileOpener } from "./io/node/node-file-io.js";
 import { checkVdi, type VdiCheckReport } from "./formats/vdi/vdi-check.js";
-import { createVdi, openVdi } from "./formats/vdi/vdi-image.js";
 import {
   asLayer,
   bindParent,
@@ -29,7 +30,15 @@ import {
   type MediumVariant,
 } from "./formats.js";
 import type { MaintenanceProgress } from "./formats/vdi/vdi-maintenance.js";
-import { canonicalLocation, MediaRegistry, type MediumRecord } from "./registry.js";
+import { canonicalLocation, duplicateUuid, MediaRegistry, type MediumRecord } from "./registry.js";
+import { isZero } from "./bytes.js";
+import { openIso } from "./formats/iso/iso.js";
+import { isAbsolutePath, nameBeside, resolveBeside } from "./formats/paths.js";
+import { Qcow2Image } from "./formats/qcow2/qcow2-image.js";
+import { VdiImage } from "./formats/vdi/vdi-image.js";
+import { VhdImage } from "./formats/vhd/vhd-image.js";
+import { VmdkImage } from "./formats/vmdk/index.js";
+import { hasSparseMagic } from "./formats/vmdk/sparse-header.js";
 
 export type { MediumFormat, MediumVariant } from "./formats.js";
 
@@ -45,6 +54,14 @@ export interface MediumInfo {
   parentUuid?: string;
   children: string[];
   modifyUuid?: string;
+}
+
+export interface OpenMediumOptions {
+  readOnly?: boolean;
+  /** Parents (by UUID) to open read-write too: a merge writes into one and re-links another. */
+  writableParents?: readonly string[];
+  /** Open even if a parent changed after its child was linked (finishing an interrupted merge). */
+  allowParentModified?: boolean;
 }
 
 export interface CreateMediumOptions {
@@ -208,7 +225,7 @@ export class MediumManager {
    * ddb.uuid.parent), else by the file it names next to itself (VHD parent name, VMDK
    * parentFileNameHint, qcow2 backing file). Identity is checked before anything is written.
    */
-  async open(uuidOrPath: string, options: { readOnly?: boolean } = {}): Promise<BlockBackend> {
+  async open(uuidOrPath: string, options: OpenMediumOptions = {}): Promise<BlockBackend> {
     const rec = this.registry.find(uuidOrPath);
     const path = rec?.location ?? uuidOrPath;
     const format = await this.detectFormat(path);
@@ -219,17 +236,21 @@ export class MediumManager {
     try {
       if (storesUuid(img)) this.registry.checkIdentity(top.uuid, path);
       if (top.parentUuid === null) return top;
-      return await openChain(top, (puuid, child) => this.openParent(puuid, child), { readOnly: options.readOnly });
+      const writable = new Set((options.writableParents ?? []).map((u) => u.toLowerCase()));
+      return await openChain(top, (puuid, child) => this.openParent(puuid, child, writable.has(puuid.toLowerCase())), {
+        readOnly: options.readOnly,
+        allowParentModified: options.allowParentModified,
+      });
     } catch (e) {
       await top.close().catch(() => undefined);
       throw e;
     }
   }
 
-  private async openParent(uuid: string, child: LayeredImage): Promise<LayeredImage> {
+  private async openParent(uuid: string, child: LayeredImage, writable = false): Promise<LayeredImage> {
     const rec = linksByUuid(child) ? this.registry.findByUuid(uuid) : undefined;
     if (rec) {
-      const img = await openLayer(this.opener, rec.location, { readOnly: true, uuid: rec.uuid });
+      const img = await openLayer(this.opener, rec.location, { readOnly: !writable, uuid: rec.uuid });
       if (img.uuid !== uuid) {
         await img.close();
         throw new MediumError("corrupt", `${rec.location} is registered as {${uuid}} but carries {${img.uuid}}`, { path: rec.location });
@@ -241,7 +262,7 @@ export class MediumManager {
       const named = file ? ` (nor is ${file}, the file it names, there)` : "";
       throw new MediumError("not-found", `parent {${uuid}} of ${child.path} is not registered${named}`, { path: child.path });
     }
-    const img = await openLayer(this.opener, file, { readOnly: true, uuid: this.registry.findByLocation(file)?.uuid });
+    const img = await openLayer(this.opener, file, { readOnly: !writable, uuid: this.registry.findByLocation(file)?.uuid });
     if (linksByUuid(child) && img.uuid !== uuid) {
       await img.close();
       throw new MediumError("not-found", `${child.path} names parent {${uuid}}, but ${file} carries {${img.uuid}}`, { path: child.path });
@@ -255,6 +276,7 @@ export class MediumManager {
   }
 
   private async describe(rec: MediumRecord): Promise<MediumInfo> {
+    if (rec.deviceType !== "hdd") throw new MediumError("unsupported", `a ${rec.deviceType} image has no disk information`, { path: rec.location });
     const fileSize = await this.fileSize(rec.location);
     const children = this.registry.children(rec.uuid).map((c) => c.uuid);
     if (rec.format === "RAW") {
@@ -504,6 +526,193 @@ export class MediumManager {
     return report;
   }
 
+  // --- administration: identity, moving, DVD images ---------------------------------------------
+
+  /**
+   * Repair a medium's identity (modifymedium --setuuid / --setparentuuid): written into the image
+   * where the format stores it (VDI header, VMDK ddb.uuid.*, VHD footer and dynamic header); for
+   * qcow2, Parallels and raw images the registry's record is the identity. A new UUID is refused
+   * when another registered medium has it; registered children of a medium that changes UUID are
+   * re-pointed at the new one. Works on an unregistered file too (a copy refused as a duplicate),
+   * which is registered afterwards.
+   */
+  async setIdentity(uuidOrPath: string, change: { uuid?: string; parentUuid?: string }): Promise<MediumRecord> {
+    const rec = this.registry.find(uuidOrPath);
+    const path = rec?.location ?? canonicalLocation(uuidOrPath);
+    if (!rec && !(await this.opener.exists(path))) throw new MediumError("not-found", `no medium '${uuidOrPath}' is registered and there is no such file`, { path });
+    const [uuid, parentUuid] = [change.uuid?.toLowerCase(), change.parentUuid?.toLowerCase()];
+    const owner = uuid ? this.registry.findByUuid(uuid) : undefined;
+    if (uuid && owner && owner.location !== path) throw duplicateUuid(uuid, owner.location, path);
+    if (rec?.deviceType !== "dvd") {
+      const format = await this.detectFormat(path);
+      if (format === "VHDX") throw new MediumError("unsupported", "VHDX images are read-only here", { path });
+      await this.editImage(path, format, rec?.uuid, async (img) => {
+        if (uuid && (img instanceof VdiImage || img instanceof VmdkImage || img instanceof VhdImage)) await img.setUuid(uuid);
+        if (parentUuid) await writeParentUuid(img, parentUuid);
+      });
+      // Registered children that name this medium by UUID in their own files follow it.
+      for (const child of uuid && rec ? this.registry.children(rec.uuid) : []) {
+        await this.editImage(child.location, await this.detectFormat(child.location), child.uuid, async (img) => {
+          const layer = asLayer(img);
+          if (layer && linksByUuid(layer)) await writeParentUuid(img, uuid!);
+        });
+      }
+    } else if (parentUuid) throw new MediumError("unsupported", "a DVD image has no parent", { path });
+    const known = rec ?? this.registry.findByLocation(path) ?? this.requireRecord((await this.register(path)).uuid);
+    if (uuid && known.uuid !== uuid) this.registry.changeUuid(known.uuid, uuid);
+    if (parentUuid) this.registry.updateRecord(uuid ?? known.uuid, { parentUuid });
+    return this.requireRecord(uuid ?? known.uuid);
+  }
+
+  /** Open one image (no parents) to change it, then flush and close; read-only where only the registry changes. */
+  private async editImage(path: string, format: MediumFormat, uuid: string | undefined, edit: (img: BlockBackend) => Promise<void>, readOnly = !["VDI", "VMDK", "VHD"].includes(format)): Promise<void> {
+    const img = await FORMATS[format].open(this.opener, path, { readOnly, uuid });
+    try {
+      await edit(img);
+      await img.flush();
+    } finally {
+      await img.close();
+    }
+  }
+
+  /**
+   * Move a medium's files (modifymedium --move): to `destination`, a new file name or an existing
+   * folder. A VMDK's extent files go along under the names the descriptor gives them; across file
+   * systems a file is copied, then removed. The registry follows, and every registered child that
+   * names this medium's file (VMDK, VHD, qcow2: what qemu reads) is pointed at the new place, as
+   * is the medium itself if it names its own parent by a relative name. Returns the new location.
+   */
+  async move(uuidOrPath: string, destination: string): Promise<string> {
+    const rec = this.requireRecord(uuidOrPath);
+    const from = rec.location;
+    let to = resolve(destination);
+    if (isDirectory(to)) to = join(to, basename(from));
+    to = join(canonicalLocation(dirname(to)), basename(to));
+    if (to === from) return from;
+    const pairs: [string, string][] = [[from, to]];
+    for (const extent of await this.extentFiles(rec)) pairs.push([extent, join(dirname(to), relative(dirname(from), extent))]);
+    for (const [, target] of pairs) {
+      if (await this.opener.exists(target)) throw new MediumError("in-use", `cannot move to ${target}: the file exists`, { path: from });
+    }
+    // What names a file that moves: learnt (and refused where it cannot be rewritten) before moving.
+    const ownParent = rec.deviceType === "hdd" ? await this.parentFileNamed(rec) : null;
+    const children: MediumRecord[] = [];
+    for (const child of this.registry.children(rec.uuid)) {
+      const cf = await this.detectFormat(child.location);
+      if (cf === "VHDX") throw new MediumError("unsupported", `cannot move it: its VHDX child ${child.location} could not be re-linked (VHDX is read-only here)`, { path: from });
+      if (cf !== "VDI") children.push(child);
+    }
+    const moved: [string, string][] = [];
+    try {
+      for (const [a, b] of pairs) {
+        await this.moveFile(a, b);
+        moved.push([a, b]);
+      }
+    } catch (e) {
+      for (const [a, b] of moved.reverse()) await this.moveFile(b, a).catch(() => undefined);
+      throw e;
+    }
+    this.registry.updateRecord(rec.uuid, { location: to });
+    if (ownParent) await this.pointAtParent(to, rec.uuid, ownParent);
+    for (const child of children) await this.pointAtParent(child.location, child.uuid, to);
+    return to;
+  }
+
+  /** The separate extent files of a VMDK descriptor (named relative to it); none for other formats. */
+  private async extentFiles(rec: MediumRecord): Promise<string[]> {
+    if (rec.format !== "VMDK") return [];
+    const f = await this.opener.open(rec.location, { readOnly: true });
+    const head = new Uint8Array(4);
+    try {
+      await f.read(0, head);
+    } finally {
+      await f.close();
+    }
+    if (hasSparseMagic(head)) return []; // a monolithic file: its descriptor is inside
+    const img = (await FORMATS.VMDK.open(this.opener, rec.location, { readOnly: true, uuid: rec.uuid })) as VmdkImage;
+    try {
+      const files = img.descriptor.extents.flatMap((e) => (e.file && !isAbsolutePath(e.file) ? [resolveBeside(rec.location, e.file)] : []));
+      return [...new Set(files)].filter((p) => p !== rec.location);
+    } finally {
+      await img.close();
+    }
+  }
+
+  /** The parent file a differencing image names (absolute), if it names one; VHDX ones are refused. */
+  private async parentFileNamed(rec: MediumRecord): Promise<string | null> {
+    const format = rec.format as MediumFormat;
+    if (format === "VDI" || format === "RAW" || format === "HDD") return null;
+    const img = await FORMATS[format].open(this.opener, rec.location, { readOnly: true, uuid: rec.uuid });
+    try {
+      const layer = asLayer(img);
+      const file = layer && layer.parentUuid !== null ? parentFileOf(layer) : null;
+      if (file && format === "VHDX") throw new MediumError("unsupported", "a differencing VHDX cannot be re-linked after a move (VHDX is read-only here)", { path: rec.location });
+      return file;
+    } finally {
+      await img.close();
+    }
+  }
+
+  /**
+   * Rewrite the parent file name a child records, nothing else: a VMDK's parentFileNameHint (its
+   * ddb.uuid keys and parentCID stay), a qcow2 backing file (its format stays), a VHD's parent
+   * name and locators (its parent UUID and time stamp stay).
+   */
+  private async pointAtParent(childPath: string, uuid: string, parentPath: string): Promise<void> {
+    const format = await this.detectFormat(childPath);
+    await this.editImage(childPath, format, uuid, async (img) => {
+      if (img instanceof VmdkImage && img.hasParent) await img.setParentFileNameHint(nameBeside(img.path, parentPath));
+      else if (img instanceof Qcow2Image && img.backingFile !== null) await img.setBackingFile(nameBeside(img.path, parentPath), img.backingFormat);
+      else if (img instanceof VhdImage && img.isDifferencing) await img.setParent({ uuid: img.parentUuid!, modifyUuid: img.parentModifyUuid! }, parentPath);
+    }, false);
+  }
+
+  /** Rename; across file systems copy (holes kept where the source reads zeros), then remove. */
+  private async moveFile(from: string, to: string): Promise<void> {
+    try {
+      await this.opener.rename(from, to);
+      return;
+    } catch (e) {
+      if (!(e instanceof MediumError) || (e.cause as { code?: string } | undefined)?.code !== "EXDEV") throw e;
+    }
+    const src = await this.opener.open(from, { readOnly: true });
+    try {
+      const dst = await this.opener.open(to, { create: true });
+      try {
+        const size = await src.size();
+        const buf = new Uint8Array(4 * 1024 * 1024);
+        for (let pos = 0; pos < size; pos += buf.length) {
+          const chunk = buf.subarray(0, Math.min(buf.length, size - pos));
+          const n = await src.read(pos, chunk);
+          if (n !== chunk.length) throw new MediumError("io", `short read at ${pos} while copying`, { path: from });
+          if (!isZero(chunk)) await dst.write(pos, chunk);
+        }
+        await dst.truncate(size);
+        await dst.flush();
+      } catch (e) {
+        await dst.close().catch(() => undefined);
+        await this.opener.remove(to).catch(() => undefined);
+        throw e;
+      }
+      await dst.close();
+    } finally {
+      await src.close();
+    }
+    await this.opener.remove(from);
+  }
+
+  /** Register an ISO image as a DVD medium (idempotent); it has no UUID of its own, so one is made. */
+  async registerDvd(path: string): Promise<MediumRecord> {
+    const known = this.registry.findByLocation(path);
+    if (known) {
+      if (known.deviceType !== "dvd") throw new MediumError("unsupported", `${known.location} is registered as a ${known.deviceType} medium, not a DVD`, { path });
+      return known;
+    }
+    const { medium } = await openIso(this.opener, path); // refuses what is not ISO 9660
+    await medium.close();
+    return this.registry.register({ uuid: randomUUID(), location: path, format: "ISO", deviceType: "dvd" });
+  }
+
   private async fileSize(path: string): Promise<number> {
     const f = await this.opener.open(path, { readOnly: true });
     try {
@@ -570,5 +779,20 @@ export class MediumManager {
       child = parent.image;
       childLoc = ploc;
     }
+  }
+}
+
+/** Write a parent UUID where the format keeps one; qcow2 children keep it in the registry only. */
+async function writeParentUuid(img: BlockBackend, uuid: string): Promise<void> {
+  const layer = asLayer(img);
+  if (!layer || layer.parentUuid === null) throw new MediumError("unsupported", "not a differencing image: it has no parent to change", { path: layer?.path });
+  if (img instanceof VdiImage || img instanceof VmdkImage || img instanceof VhdImage) await img.setParentUuid(uuid);
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }

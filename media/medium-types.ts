@@ -4,7 +4,7 @@
  * their base's. The rules for changing a type are VirtualBox's (Medium::setType).
  */
 import { MediumError } from "./block.js";
-import type { DeviceType } from "./registry.js";
+import type { DeviceType, MediaRegistry, MediumRecord } from "./registry.js";
 
 export type MediumType = "normal" | "immutable" | "writethrough" | "shareable" | "readonly" | "multiattach";
 export const MEDIUM_TYPES: readonly MediumType[] = ["normal", "immutable", "writethrough", "shareable", "readonly", "multiattach"];
@@ -56,4 +56,28 @@ export function checkTypeChange(to: MediumType, from: MediumType, f: TypeChangeF
     if (to === "shareable" && !f.fixed) refuse("only fixed-size images can be shareable; this one is dynamically allocated");
     if (to === "readonly" && f.deviceType === "hdd") refuse("readonly is for DVD and floppy images, not hard disks");
   }
+}
+
+/** A medium and its parents up to the base (the first element is the medium). */
+export function lineage(registry: MediaRegistry, rec: MediumRecord): MediumRecord[] {
+  const out = [rec];
+  for (let r = rec; r.parentUuid && out.length < 100; ) {
+    const p = registry.findByUuid(r.parentUuid);
+    if (!p || out.includes(p)) break;
+    out.push(p);
+    r = p;
+  }
+  return out;
+}
+
+/** The type a medium behaves with: its base's (DVD images are always readonly). */
+export function effectiveType(registry: MediaRegistry, rec: MediumRecord): MediumType {
+  const base = lineage(registry, rec).at(-1)!;
+  return base.type ?? (rec.deviceType === "dvd" ? "readonly" : "normal");
+}
+
+/** Auto-reset as set on the image or the nearest parent; on by default for immutable media. */
+export function effectiveAutoReset(registry: MediaRegistry, rec: MediumRecord): boolean {
+  const set = lineage(registry, rec).find((r) => r.autoReset !== undefined)?.autoReset;
+  return set ?? effectiveType(registry, rec) === "immutable";
 }

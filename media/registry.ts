@@ -161,6 +161,41 @@ export class MediaRegistry {
       Object.assign(m, change, change.location ? { location: canonicalLocation(change.location) } : {});
     });
   }
+
+  /**
+   * Give a medium another UUID (modifymedium --setuuid): its registered children follow, so the
+   * family stays linked. Refused ("duplicate-uuid") when another medium already has that UUID.
+   */
+  changeUuid(uuid: string, to: string): void {
+    const [u, n] = [uuid.toLowerCase(), to.toLowerCase()];
+    this.update((f) => {
+      const m = f.media.find((x) => x.uuid === u);
+      if (!m) throw new MediumError("not-found", `medium {${u}} is not registered`);
+      const other = f.media.find((x) => x.uuid === n && x !== m);
+      if (other) throw duplicateUuid(n, other.location, m.location);
+      m.uuid = n;
+      for (const c of f.media) if (c.parentUuid === u) c.parentUuid = n;
+    });
+  }
+
+  /** Set (value a string) or delete (undefined) one free-form property of a medium. */
+  setProperty(uuid: string, name: string, value: string | undefined): void {
+    const u = uuid.toLowerCase();
+    this.update((f) => {
+      const m = f.media.find((x) => x.uuid === u);
+      if (!m) throw new MediumError("not-found", `medium {${u}} is not registered`);
+      const props = { ...(m.properties ?? {}) };
+      if (value === undefined) delete props[name];
+      else props[name] = value;
+      if (Object.keys(props).length) m.properties = props;
+      else delete m.properties;
+    });
+  }
+}
+
+/** The refusal for a UUID another registered medium already carries. */
+export function duplicateUuid(uuid: string, owner: string, location: string): MediumError {
+  return new MediumError("duplicate-uuid", `UUID {${uuid}} is already registered for ${owner}; ${location} cannot take it`, { path: location });
 }
 
 function stripUndefined<T extends object>(o: T): T {

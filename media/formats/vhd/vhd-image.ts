@@ -526,6 +526,47 @@ export class VhdImage implements LayeredImage {
     );
   }
 
+  /**
+   * Repair: give the image another unique id (both footer copies, checksum recomputed). The
+   * timestamp stays, so children still see their parent unmodified.
+   */
+  async setUuid(uuid: string): Promise<void> {
+    this.checkWritable();
+    if (!isUuid(uuid) || isNullUuid(uuid)) throw unsupported(`${JSON.stringify(uuid)} is not a usable UUID`, this.path);
+    await this.gate.runExclusive(() =>
+      this.meta.run(async () => {
+        const before = this.footer.uuid;
+        this.footer.uuid = uuid;
+        try {
+          await this.writeFooters();
+        } catch (e) {
+          this.footer.uuid = before;
+          throw asMediumError(e, this.path, "footer write");
+        }
+      }),
+    );
+  }
+
+  /** Repair: change only the parent unique id a differencing image records (its dynamic header). */
+  async setParentUuid(uuid: string): Promise<void> {
+    this.checkWritable();
+    if (!this.header || !this.isDifferencing) throw unsupported("not a differencing image", this.path);
+    if (!isUuid(uuid) || isNullUuid(uuid)) throw unsupported(`${JSON.stringify(uuid)} is not a usable UUID`, this.path);
+    await this.gate.runExclusive(() =>
+      this.meta.run(async () => {
+        const h = this.header!;
+        const before = h.parentUuid;
+        h.parentUuid = uuid;
+        try {
+          await this.writeHeader();
+        } catch (e) {
+          h.parentUuid = before;
+          throw asMediumError(e, this.path, "header write");
+        }
+      }),
+    );
+  }
+
   // --- maintenance -----------------------------------------------------------------------------------
 
   /**

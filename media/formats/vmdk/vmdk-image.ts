@@ -158,6 +158,22 @@ export class VmdkImage implements LayeredImage {
     });
   }
 
+  /** Repair: another ddb.uuid.image (the CID stays, so children still see their parent unmodified). */
+  async setUuid(uuid: string): Promise<void> {
+    if (!isUuid(uuid) || isNullUuid(uuid)) throw new MediumError("unsupported", `${JSON.stringify(uuid)} is not a usable UUID`, { path: this.path });
+    await this.changeDescriptor((d) => d.setUuid("image", uuid));
+    this.imageUuid = uuid;
+    this.uuidMadeUp = false;
+  }
+
+  /** Repair: change only ddb.uuid.parent of a differencing image (parentCID and the file hint stay). */
+  async setParentUuid(uuid: string): Promise<void> {
+    if (!this.hasParent) throw new MediumError("unsupported", "not a differencing image", { path: this.path });
+    if (!isUuid(uuid) || isNullUuid(uuid)) throw new MediumError("unsupported", `${JSON.stringify(uuid)} is not a usable UUID`, { path: this.path });
+    await this.changeDescriptor((d) => d.setUuid("parent", uuid));
+    this.boundParent = null;
+  }
+
   /** Point parentFileNameHint at another file (relative to this image's folder). */
   setParentFileNameHint(hint: string): Promise<void> {
     return this.changeDescriptor((d) => d.set("parentFileNameHint", hint));
