@@ -7,8 +7,9 @@ import { mediumproperty } from "./medium-admin-verbs.js";
 import { listDvds, listHdds } from "./medium-view.js";
 import { startvm } from "./startvm.js";
 import { snapshot } from "./snapshot-verbs.js";
+import { clonevm } from "./clonevm.js";
 import { storageattach, storagectl } from "./storage-verbs.js";
-import { controlvm, createvm, modifyvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
+import { controlvm, createvm, discardstate, modifyvm, listVms, showvminfo, unregistervm } from "./vm-verbs.js";
 
 const USAGE = `Usage: vstor <command> [options]
 
@@ -19,13 +20,16 @@ Machines:
       first bootable hard disk / CD (e.g. build/guest/boot.img or boot.iso)
   list vms [--json]
   showvminfo NAME|UUID [--json]
-  unregistervm NAME|UUID [--delete]
+  unregistervm NAME|UUID [--delete]   --delete: also the hard disk images no other machine uses
   startvm NAME|UUID [--type headless] [--script FILE | --agent] [--timeout SECONDS]
       console on this terminal; --script: run FILE in the guest and exit with its status;
       --agent: no console, keep running for controlvm (runscript, savestate, poweroff).
       A saved machine resumes its saved state. Immutable disks are reset here (not on reset).
   controlvm NAME|UUID poweroff|reset|savestate
   controlvm NAME|UUID runscript FILE [--timeout SECONDS]   run FILE in an --agent guest
+  clonevm NAME|UUID --name NEW --register   a new machine with copies of the disks as they
+      are now (chains flattened, new UUIDs and serials; shareable disks attached, not copied)
+  discardstate NAME|UUID     forget a saved state (settings cannot change while one exists)
   snapshot NAME|UUID take SNAP [--description TEXT] [--live] [--json]
   snapshot NAME|UUID restore SNAP | restorecurrent | delete SNAP | list [--json]
       take freezes every disk that is not writethrough or shareable (each gets a new
@@ -109,6 +113,10 @@ async function main(argv: string[]): Promise<number> {
       return unregistervm(rest, out);
     case "startvm":
       return startvm(rest, out, err);
+    case "clonevm":
+      return clonevm(rest, out);
+    case "discardstate":
+      return discardstate(rest, out);
     case "snapshot":
       return snapshot(rest, out);
     case "controlvm":

@@ -5,7 +5,7 @@ import { allowOnly, optString, parseArgs, requireOpt, UsageError } from "./args.
 import { MediumManager } from "../media/medium-manager.js";
 import { runningSession, sendControl } from "../machine/control-channel.js";
 import { checkSlot, DEFAULT_SATA_PORTS, type IdeControllerType, type StorageControllerConfig } from "../machine/storage.js";
-import { VmError, VmStore } from "../machine/vm-store.js";
+import { refuseWhileSaved, VmError, VmStore } from "../machine/vm-store.js";
 import type { Out } from "./vm-verbs.js";
 import { resolve } from "node:path";
 import { openIso } from "../media/formats/iso/iso.js";
@@ -31,6 +31,7 @@ async function editableMachine(name: string, allowRunning = false) {
   if (running && !allowRunning) {
     throw new VmError("running", `vstor: machine '${vm.name}' is running; change its storage while it is powered off`);
   }
+  refuseWhileSaved(vm);
   return { store, vm, running };
 }
 

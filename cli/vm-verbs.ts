@@ -3,7 +3,10 @@
  */
 import { allowOnly, optNumber, optString, parseArgs, requireOpt, UsageError } from "./args.js";
 import { runningSession, sendControl } from "../machine/control-channel.js";
-import { BOOT_DEVICES, VmError, VmStore, type BootDevice } from "../machine/vm-store.js";
+import { BOOT_DEVICES, refuseWhileSaved, VmError, VmStore, type BootDevice } from "../machine/vm-store.js";
+import { discardSavedState } from "../machine/snapshots.js";
+import { deleteMachineMedia } from "../machine/machine-media.js";
+import { MediumManager } from "../media/medium-manager.js";
 import { readFileSync } from "node:fs";
 import { snapshotTreeJson, snapshotTreeText } from "./snapshot-verbs.js";
 
@@ -31,6 +34,7 @@ export async function modifyvm(argv: string[], out: Out): Promise<number> {
   if (await runningSession(store.machineDir(vm.name))) {
     throw new VmError("running", `vstor: machine '${vm.name}' is running; change its settings while it is powered off`);
   }
+  refuseWhileSaved(vm);
   const boot = optString(args, "boot1");
   if (boot !== undefined) {
     if (!BOOT_DEVICES.includes(boot as BootDevice)) throw new UsageError(`--boot1 ${boot}: one of ${BOOT_DEVICES.join(", ")}`);
@@ -99,8 +103,27 @@ export async function unregistervm(argv: string[], out: Out): Promise<number> {
   const store = new VmStore();
   const vm = store.get(name);
   if (await runningSession(store.machineDir(vm.name))) throw new VmError("running", `vstor: machine '${vm.name}' is running; power it off first`);
+  if (args.options.has("delete")) {
+    const mm = new MediumManager();
+    const gone = await deleteMachineMedia(mm, vm, store.list().filter((m) => m.uuid !== vm.uuid));
+    if (gone.length) out(`Deleted ${gone.length} hard disk image${gone.length === 1 ? "" : "s"} no other machine uses.\n`);
+  }
   store.unregister(name, { delete: args.options.has("delete") });
   out(`Machine '${vm.name}' unregistered${args.options.has("delete") ? " and its files deleted" : ""}.\n`);
+  return 0;
+}
+
+/** discardstate: forget a saved state; the next start is a cold boot. */
+export async function discardstate(argv: string[], out: Out): Promise<number> {
+  const [name] = argv;
+  if (!name) throw new UsageError("discardstate needs a machine name or UUID");
+  const store = new VmStore();
+  const vm = store.get(name);
+  if (await runningSession(store.machineDir(vm.name))) throw new VmError("running", `vstor: machine '${vm.name}' is running`);
+  if (vm.state !== "saved") throw new VmError("invalid", `vstor: machine '${vm.name}' has no saved state`);
+  discardSavedState(vm);
+  store.save(vm);
+  out(`The saved state of '${vm.name}' is discarded.\n`);
   return 0;
 }
 

@@ -3,7 +3,7 @@
  * the machine's Snapshots folder (named {UUID}.ext), created when a snapshot is taken, when an
  * immutable or multiattach medium is attached, and when an immutable disk is reset.
  */
-import { mkdirSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync } from "node:fs";
 import { extname, join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { MediumError } from "../media/block.js";
@@ -11,7 +11,10 @@ import type { MediumManager } from "../media/medium-manager.js";
 import type { MediumRecord } from "../media/registry.js";
 import { effectiveType, type MediumType } from "../media/medium-types.js";
 import { MAX_CHAIN_DEPTH } from "../media/chain.js";
+import { CHILD_CREATORS } from "../media/differencing.js";
 import type { StorageControllerConfig } from "./storage.js";
+import type { MachineDefinition } from "./vm-store.js";
+import { allSnapshots, mediumUsage } from "./medium-usage.js";
 
 export const SNAPSHOTS_FOLDER = "Snapshots";
 
@@ -47,6 +50,23 @@ export async function createMachineDiff(mm: MediumManager, machineDir: string, p
   return info.uuid;
 }
 
+/**
+ * Refuse, before anything is created, media that cannot get a differencing image of their own
+ * format (RAW, Parallels, VHDX): a snapshot or an indirect attachment needs one.
+ */
+export function checkCanHaveChildren(mm: MediumManager, uuids: readonly string[], why: string): void {
+  for (const uuid of uuids) {
+    const rec = mm.requireRecord(uuid);
+    if (!Object.prototype.hasOwnProperty.call(CHILD_CREATORS, rec.format)) {
+      throw new MediumError(
+        "unsupported",
+        `${why} needs a differencing image over ${rec.location}, and ${rec.format} images cannot have one (VDI, VMDK, VHD and QCOW2 can): make the disk writethrough, or clone it to VDI`,
+        { path: rec.location },
+      );
+    }
+  }
+}
+
 /** Forget a differencing image the machine no longer needs and delete its file. */
 export async function deleteMachineDiff(mm: MediumManager, uuid: string): Promise<void> {
   const rec = mm.registry.findByUuid(uuid);
@@ -62,4 +82,30 @@ export function diskAttachments(controllers: readonly StorageControllerConfig[])
 
 export function cloneControllers(controllers: readonly StorageControllerConfig[]): StorageControllerConfig[] {
   return JSON.parse(JSON.stringify(controllers)) as StorageControllerConfig[];
+}
+
+/**
+ * unregistervm --delete, as VirtualBox does it: every hard disk image the machine uses (its
+ * current state and snapshots, differencing images and their bases) that no other machine uses
+ * is closed and deleted, children first. DVD images are left alone.
+ */
+export async function deleteMachineMedia(mm: MediumManager, vm: MachineDefinition, others: readonly MachineDefinition[]): Promise<string[]> {
+  const configs = [vm.storageControllers, ...allSnapshots(vm.snapshot).map((s) => s.storageControllers)];
+  const mine = new Set(configs.flatMap((c) => diskAttachments(c).flatMap(({ attachment }) => chainRecords(mm, attachment.medium!).map((r) => r.uuid))));
+  const elsewhere = mediumUsage(others);
+  const keep = new Set<string>();
+  for (const uuid of elsewhere.keys()) if (mm.registry.findByUuid(uuid)) chainRecords(mm, uuid).forEach((r) => keep.add(r.uuid));
+  const doomed = [...mine].filter((u) => !keep.has(u));
+  const deleted: string[] = [];
+  for (let progress = true; progress; ) {
+    progress = false;
+    for (const uuid of doomed) {
+      if (deleted.includes(uuid) || mm.registry.children(uuid).length) continue;
+      const rec = mm.registry.findByUuid(uuid);
+      await mm.close(uuid, { delete: !!rec && existsSync(rec.location) });
+      deleted.push(uuid);
+      progress = true;
+    }
+  }
+  return deleted;
 }

@@ -11,7 +11,7 @@ import { canonicalLocation } from "../media/registry.js";
 import { join } from "node:path";
 import type { MediumManager } from "../media/medium-manager.js";
 import { excludedFromSnapshots } from "../media/medium-types.js";
-import { cloneControllers, createMachineDiff, deleteMachineDiff, diskAttachments, mediumType, SNAPSHOTS_FOLDER } from "./machine-media.js";
+import { checkCanHaveChildren, cloneControllers, createMachineDiff, deleteMachineDiff, diskAttachments, mediumType, SNAPSHOTS_FOLDER } from "./machine-media.js";
 import { mediumUsage } from "./medium-usage.js";
 import { VmError, type MachineDefinition, type SnapshotRecord, type VmStore } from "./vm-store.js";
 
@@ -94,6 +94,7 @@ export async function takeSnapshot(ctx: MachineContext, name: string, options: T
   };
   const machineDir = ctx.store.machineDir(vm.name);
   const disks = diskAttachments(vm.storageControllers).filter(({ attachment }) => frozenBySnapshots(mm, attachment.medium!));
+  checkCanHaveChildren(mm, disks.map(({ attachment }) => attachment.medium!), "a snapshot");
   if (running) {
     mkdirSync(snapshotsFolder(ctx), { recursive: true });
     await running.checkpoint(!options.live, async (state, reopen) => {

@@ -86,6 +86,16 @@ export class VmError extends Error {
   }
 }
 
+/**
+ * A saved state holds the devices as they were: changing the hardware under it would make it
+ * unrestorable, so settings wait until the state is resumed or discarded (as in VirtualBox).
+ */
+export function refuseWhileSaved(vm: MachineDefinition): void {
+  if (vm.state === "saved") {
+    throw new VmError("invalid", `vstor: machine '${vm.name}' has a saved state; start it (or 'vstor discardstate ${vm.name}') before changing its settings`);
+  }
+}
+
 const VALID_NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
 
 export class VmStore {
