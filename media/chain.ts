@@ -369,6 +369,9 @@ export interface MergeOptions {
 
 const direct = (copy: () => Promise<void>) => copy();
 
+/** A merge copies up to this much per step (one buffer, reused). */
+const MERGE_RUN_BYTES = 1 << 20;
+
 export interface MergeResult {
   /** The chain without the merged-away image, top first. */
   layers: LayeredImage[];
@@ -417,10 +420,29 @@ export async function mergeChildIntoParent(layers: readonly LayeredImage[], chil
   const bs = child.blockSize;
   const total = Math.ceil(child.size / bs);
   const step = options.step ?? direct;
-  for (let b = 0; b < total; b++) {
-    if (child.blockState(b) === "unallocated") continue;
-    await step(() => copyChildBlock(layers, childIndex, b));
-    options.onProgress?.(b + 1, total);
+  const scratch = new Uint8Array(Math.max(bs, MERGE_RUN_BYTES));
+  for (let b = 0; b < total; ) {
+    const state = child.blockState(b);
+    if (state === "unallocated") {
+      b++;
+      continue;
+    }
+    if (state === "data" && !child.storedRuns) {
+      // Whole stored blocks side by side go in one read and one write (small qcow2 clusters).
+      let n = 1;
+      while (b + n < total && (n + 1) * bs <= scratch.length && child.blockState(b + n) === "data") n++;
+      const start = b * bs;
+      const run = scratch.subarray(0, Math.min(n * bs, child.size - start));
+      await step(async () => {
+        await readFromLayer(layers, childIndex, start, run);
+        await writeToLayer(layers, childIndex + 1, start, run);
+      });
+      b += n;
+    } else {
+      const block = b++;
+      await step(() => copyChildBlock(layers, childIndex, block, scratch));
+    }
+    options.onProgress?.(b, total);
   }
   await parent.flush();
   await relink([layers[childIndex - 1], ...(options.otherChildren ?? [])], parent);
@@ -428,7 +450,7 @@ export async function mergeChildIntoParent(layers: readonly LayeredImage[], chil
 }
 
 /** One block of a forward merge: what the child stores of block `b` goes into the parent. */
-async function copyChildBlock(layers: readonly LayeredImage[], childIndex: number, b: number): Promise<void> {
+async function copyChildBlock(layers: readonly LayeredImage[], childIndex: number, b: number, scratch: Uint8Array): Promise<void> {
   const child = layers[childIndex]!;
   const state = child.blockState(b);
   if (state === "unallocated") return;
@@ -440,7 +462,7 @@ async function copyChildBlock(layers: readonly LayeredImage[], childIndex: numbe
     let at = 0;
     for (const run of child.storedRuns(b, 0, length)) {
       if (run.stored) {
-        const part = new Uint8Array(run.length);
+        const part = scratch.subarray(0, run.length);
         await child.readBlockPart(b, at, part);
         await writeToLayer(layers, childIndex + 1, start + at, part);
       }
@@ -448,8 +470,9 @@ async function copyChildBlock(layers: readonly LayeredImage[], childIndex: numbe
     }
     return;
   }
-  const buf = new Uint8Array(length);
+  const buf = scratch.subarray(0, length);
   if (state === "data") await child.readBlockPart(b, 0, buf);
+  else buf.fill(0);
   await writeToLayer(layers, childIndex + 1, start, buf);
 }
 
@@ -478,12 +501,13 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
   const bs = child.blockSize;
   const total = Math.ceil(child.size / bs);
   const step = options.step ?? direct;
+  const scratch = new Uint8Array(bs);
   for (let b = 0; b < total; b++) {
     const start = b * bs;
     if (!storesAny(parent, start, Math.min(bs, child.size - start))) continue;
     let copied = false;
     await step(async () => {
-      copied = await copyParentBlock(layers, childIndex, b);
+      copied = await copyParentBlock(layers, childIndex, b, scratch);
     });
     if (copied) options.onProgress?.(b + 1, total);
   }
@@ -499,7 +523,7 @@ export async function mergeParentIntoChild(layers: readonly LayeredImage[], chil
  * One block of a backward merge: the child gets what it lacks of block `b` from the parent.
  * Decided inside the step, as a guest write may have filled the block meanwhile.
  */
-async function copyParentBlock(layers: readonly LayeredImage[], childIndex: number, b: number): Promise<boolean> {
+async function copyParentBlock(layers: readonly LayeredImage[], childIndex: number, b: number, scratch: Uint8Array): Promise<boolean> {
   const child = layers[childIndex]!;
   const bs = child.blockSize;
   const start = b * bs;
@@ -510,7 +534,7 @@ async function copyParentBlock(layers: readonly LayeredImage[], childIndex: numb
     let at = 0;
     for (const run of child.storedRuns(b, 0, length)) {
       if (!run.stored) {
-        const part = new Uint8Array(run.length);
+        const part = scratch.subarray(0, run.length);
         await readFromLayer(layers, childIndex + 1, start + at, part);
         await writeToLayer(layers, childIndex, start + at, part);
       }
@@ -519,7 +543,7 @@ async function copyParentBlock(layers: readonly LayeredImage[], childIndex: numb
     return true;
   }
   if (state !== "unallocated") return false;
-  const buf = new Uint8Array(length);
+  const buf = scratch.subarray(0, length);
   await readFromLayer(layers, childIndex + 1, start, buf);
   await writeToLayer(layers, childIndex, start, buf);
   return true;

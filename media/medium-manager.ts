@@ -237,7 +237,7 @@ export class MediumManager {
       if (storesUuid(img)) this.registry.checkIdentity(top.uuid, path);
       if (top.parentUuid === null) return top;
       const writable = new Set((options.writableParents ?? []).map((u) => u.toLowerCase()));
-      return await openChain(top, (puuid, child) => this.openParent(puuid, child, writable.has(puuid.toLowerCase())), {
+      return await openChain(top, (puuid, child) => this.openParent(puuid, child, writable), {
         readOnly: options.readOnly,
         allowParentModified: options.allowParentModified,
       });
@@ -247,10 +247,11 @@ export class MediumManager {
     }
   }
 
-  private async openParent(uuid: string, child: LayeredImage, writable = false): Promise<LayeredImage> {
+  /** `writable`: parents to open read-write, by registered UUID (a child linked by file name only knows it once found). */
+  private async openParent(uuid: string, child: LayeredImage, writable: ReadonlySet<string> = new Set()): Promise<LayeredImage> {
     const rec = linksByUuid(child) ? this.registry.findByUuid(uuid) : undefined;
     if (rec) {
-      const img = await openLayer(this.opener, rec.location, { readOnly: !writable, uuid: rec.uuid });
+      const img = await openLayer(this.opener, rec.location, { readOnly: !writable.has(rec.uuid), uuid: rec.uuid });
       if (img.uuid !== uuid) {
         await img.close();
         throw new MediumError("corrupt", `${rec.location} is registered as {${uuid}} but carries {${img.uuid}}`, { path: rec.location });
@@ -262,7 +263,8 @@ export class MediumManager {
       const named = file ? ` (nor is ${file}, the file it names, there)` : "";
       throw new MediumError("not-found", `parent {${uuid}} of ${child.path} is not registered${named}`, { path: child.path });
     }
-    const img = await openLayer(this.opener, file, { readOnly: !writable, uuid: this.registry.findByLocation(file)?.uuid });
+    const known = this.registry.findByLocation(file)?.uuid;
+    const img = await openLayer(this.opener, file, { readOnly: !(known && writable.has(known)), uuid: known });
     if (linksByUuid(child) && img.uuid !== uuid) {
       await img.close();
       throw new MediumError("not-found", `${child.path} names parent {${uuid}}, but ${file} carries {${img.uuid}}`, { path: child.path });
