@@ -191,3 +191,39 @@ describe("a snapshot delete killed in the middle", () => {
     expect(readdirSync(join(home, "machines", "kill", "Snapshots"))).toEqual([]);
   });
 });
+
+describe("snapshot chains qemu can read (VMDK, QCOW2)", () => {
+  const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0;
+  for (const format of ["VMDK", "QCOW2"] as const) {
+    it.skipIf(!hasQemu)(`${format}: take twice, delete both; qemu reads the same disk before and after every step`, async () => {
+      const name = `q-${format.toLowerCase()}`;
+      ok("createvm", "--name", name, "--register");
+      ok("storagectl", name, "--name", "SATA", "--add", "sata", "--portcount", "1");
+      const file = join(work, `${name}.${format.toLowerCase()}`);
+      ok("createmedium", "disk", "--filename", file, "--size", "16", "--format", format);
+      ok("storageattach", name, "--storagectl", "SATA", "--port", "0", "--type", "hdd", "--medium", file);
+      const current = () => new VmStore(home).get(name).storageControllers[0]!.attachments[0]!.medium!;
+      const location = (uuid: string) => hdds().find((m) => m.uuid === uuid)!.location;
+      await writeDisk(current(), 0, pattern(1, MiB));
+      ok("snapshot", name, "take", "one");
+      await writeDisk(current(), MiB, pattern(2, 2 * MiB));
+      ok("snapshot", name, "take", "two");
+      await writeDisk(current(), 0, pattern(3, MiB / 2));
+      // The current image outgrows the frozen one: deleting "two" merges the frozen image into it.
+      await writeDisk(current(), 6 * MiB, pattern(4, 4 * MiB));
+      const beforeTwo = current();
+      const reference = join(work, `${name}-ref.raw`);
+      const conv = spawnSync("qemu-img", ["convert", "-O", "raw", location(current()), reference], { encoding: "utf8" });
+      expect(conv.status, conv.stderr).toBe(0);
+      for (const snap of ["two", "one"]) {
+        ok("snapshot", name, "delete", snap);
+        if (snap === "two") expect(current()).toBe(beforeTwo);
+        const cmp = spawnSync("qemu-img", ["compare", reference, location(current())], { encoding: "utf8" });
+        expect(cmp.stdout + cmp.stderr, `after deleting '${snap}'`).toContain("Images are identical");
+        const chk = spawnSync("qemu-img", ["check", location(current())], { encoding: "utf8" });
+        expect(chk.status, chk.stdout + chk.stderr).toBe(0);
+      }
+      expect(current()).toBe(hdds().find((m) => m.location === file)!.uuid);
+    });
+  }
+});
