@@ -152,8 +152,14 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
         const disk = uuid
           ? { port, device: 0, type: "hdd" as const, medium: uuid, hotpluggable: true, nonrotational: flags.includes("nonrotational"), discard: flags.includes("discard") }
           : undefined;
-        if (disk) lease.add(lockRequests(mm, [{ name: ctlName, bus: "sata", controller: "IntelAhci", hostIoCache: false, bootable: false, attachments: [disk] }]));
-        await storage.hotplug(ctlName, port, disk);
+        const extra = disk ? lockRequests(mm, [{ name: ctlName, bus: "sata", controller: "IntelAhci", hostIoCache: false, bootable: false, attachments: [disk] }]) : [];
+        lease.add(extra);
+        try {
+          await storage.hotplug(ctlName, port, disk);
+        } catch (e) {
+          lease.set(lockRequests(mm, store.get(vm.uuid).storageControllers)); // back to what the machine holds
+          throw e;
+        }
         recordDisk(ctlName, port, disk);
         return { ok: true };
       }
