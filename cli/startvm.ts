@@ -111,6 +111,13 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
   const finished = new Promise<number>((r) => (finish = r));
   const running = runningMachine({ session: () => session!, storage, lease, mm });
   const context = () => ({ store, mm, vm: store.get(vm.uuid) });
+  // Snapshot work and savestate run one at a time (each reads and writes the definition).
+  let queue: Promise<unknown> = Promise.resolve();
+  const oneAtATime = <T,>(work: () => Promise<T>): Promise<T> => {
+    const next = queue.then(work, work);
+    queue = next.catch(() => undefined);
+    return next;
+  };
   const control = await ControlServer.listen(store.machineDir(vm.name), vm.uuid, async (req: ControlRequest): Promise<ControlReply> => {
     if (!session) return { ok: false, error: "the machine is still starting" };
     switch (req.command) {
@@ -128,18 +135,20 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
       case "status":
         return { ok: true, data: { pid: process.pid } };
       case "savestate": {
-        const file = await saveMachineState(store, vm.uuid, running);
+        const file = await oneAtATime(() => saveMachineState(store, vm.uuid, running));
         setImmediate(() => finish(0));
         return { ok: true, data: { stateFile: file } };
       }
       case "snapshot-take": {
         const [snapName = "", live, description] = req.args ?? [];
-        const snap = await takeSnapshot(context(), snapName, { live: live === "live", description: description || undefined }, running);
+        const snap = await oneAtATime(() => takeSnapshot(context(), snapName, { live: live === "live", description: description || undefined }, running));
         return { ok: true, data: { uuid: snap.uuid, name: snap.name } };
       }
       case "snapshot-delete": {
-        await deleteSnapshot(context(), req.args?.[0] ?? "", {}, running);
-        lease.set(lockRequests(mm, store.get(vm.uuid).storageControllers));
+        await oneAtATime(async () => {
+          await deleteSnapshot(context(), req.args?.[0] ?? "", {}, running);
+          lease.set(lockRequests(mm, store.get(vm.uuid).storageControllers));
+        });
         return { ok: true };
       }
       case "runscript": {
