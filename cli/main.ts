@@ -32,6 +32,7 @@ Machines:
   discardstate NAME|UUID     forget a saved state (settings cannot change while one exists)
   snapshot NAME|UUID take SNAP [--description TEXT] [--live] [--json]
   snapshot NAME|UUID restore SNAP | restorecurrent | delete SNAP | list [--json]
+  snapshot NAME|UUID edit SNAP [--name NEW] [--description TEXT]
       take freezes every disk that is not writethrough or shareable (each gets a new
       differencing image) and, if the machine runs, saves its state too (--live: without
       pausing it); restore needs it powered off; delete merges, online too

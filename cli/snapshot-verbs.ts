@@ -19,7 +19,7 @@ const ONLINE_TIMEOUT_MS = 3_600_000;
 
 export async function snapshot(argv: string[], out: Out): Promise<number> {
   const [machine, action, ...rest] = argv;
-  if (!machine || !action) throw new UsageError("snapshot needs a machine and an action (take, restore, restorecurrent, delete, list)");
+  if (!machine || !action) throw new UsageError("snapshot needs a machine and an action (take, restore, restorecurrent, delete, edit, list)");
   const store = new VmStore();
   const vm = store.get(machine);
   const ctx: MachineContext = { store, mm: new MediumManager(), vm };
@@ -75,6 +75,27 @@ export async function snapshot(argv: string[], out: Out): Promise<number> {
       out(`Deleted snapshot '${snap.name}' (UUID: ${snap.uuid}).\n`);
       return 0;
     }
+    case "edit": {
+      // Rename a snapshot or change its description; nothing on disk changes.
+      const args = parseArgs(rest);
+      allowOnly(args, ["name", "description"]);
+      const [which] = args.positional;
+      if (!which) throw new UsageError("snapshot edit needs a snapshot name or UUID");
+      const newName = optString(args, "name");
+      const description = optString(args, "description");
+      if (newName === undefined && description === undefined) throw new UsageError("snapshot edit: give --name and/or --description");
+      if (newName !== undefined && !newName.trim()) throw new UsageError("snapshot edit: --name cannot be empty");
+      const fresh = store.get(vm.uuid);
+      const snap = findSnapshot(fresh, which);
+      if (newName !== undefined) snap.name = newName;
+      if (description !== undefined) {
+        if (description) snap.description = description;
+        else delete snap.description;
+      }
+      store.save(fresh);
+      out(`Snapshot {${snap.uuid}} is now '${snap.name}'.\n`);
+      return 0;
+    }
     case "list": {
       const args = parseArgs(rest, ["json"]);
       allowOnly(args, ["json"]);
@@ -84,7 +105,7 @@ export async function snapshot(argv: string[], out: Out): Promise<number> {
       return 0;
     }
     default:
-      throw new UsageError(`snapshot: unknown action '${action}' (known: take, restore, restorecurrent, delete, list)`);
+      throw new UsageError(`snapshot: unknown action '${action}' (known: take, restore, restorecurrent, delete, edit, list)`);
   }
 }
 

@@ -137,6 +137,14 @@ describe("snapshot take, restore and delete on a powered-off machine", () => {
     expect((await readDisk(normal, 3 * MiB, MiB)).equals(Buffer.from(C))).toBe(true);
   });
 
+  it("edit renames a snapshot and sets its description", () => {
+    ok("snapshot", "snap", "take", "E1");
+    ok("snapshot", "snap", "edit", "E1", "--name", "renamed", "--description", "after the merge");
+    const list = JSON.parse(ok("snapshot", "snap", "list", "--json"));
+    expect(list.snapshots[0]).toMatchObject({ name: "renamed", description: "after the merge" });
+    ok("snapshot", "snap", "delete", "renamed");
+  });
+
   it("restorecurrent and delete refuse what is not there", () => {
     expect(vstor("snapshot", "snap", "restorecurrent").status).not.toBe(0);
     expect(vstor("snapshot", "snap", "delete", "nope").stderr).toMatch(/no snapshot 'nope'/);
