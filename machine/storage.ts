@@ -250,7 +250,13 @@ export async function openMachineStorage(
       await d.medium.exclusive(async (inner) => {
         await inner.flush();
         await inner.close();
-        const reopened = await d.manager.open(d.uuid, { writableParents: chainOf(mm, d.uuid), allowParentModified: true });
+        let reopened;
+        try {
+          reopened = await d.manager.open(d.uuid, { writableParents: chainOf(mm, d.uuid), allowParentModified: true });
+        } catch (e) {
+          d.medium.replace(await d.manager.open(d.uuid)); // keep the guest's disk working
+          throw e;
+        }
         d.medium.replace(reopened);
         if (!(reopened instanceof ImageChain)) throw new MediumError("corrupt", `${d.uuid} has no parent to merge with`);
         chain = reopened;
