@@ -5,10 +5,10 @@
  * per run of clusters adjacent in the file.
  */
 import { describe, expect, it } from "vitest";
-import { MediumError } from "../../block.js";
 import { FaultControl, HeldFileIo, MemoryFile, MemoryFileIo } from "../../io/fault-io.js";
 import { loggedFile, sameBytes, type LoggedWrite } from "../../testing/write-log.js";
 import { allZero, cloneMemoryFile, firstDiff, pattern } from "../vdi/test-support.js";
+import { crashAtEveryRequest, expectWrittenOrZero } from "../../testing/crash.js";
 import { HEADER_SIZE } from "./header.js";
 import { checkParallels } from "./parallels-check.js";
 import { ParallelsImage } from "./parallels-image.js";
@@ -96,38 +96,26 @@ describe("Parallels: new clusters", () => {
     await img.close();
     const at = 4 * CS + 32 * KiB;
     const data = pattern(at, 2 * CS, 2); // half of cluster 4, all of 5, half of 6
-    let completed = 0;
-    for (let k = 0; k < 10; k++) {
-      const f = cloneMemoryFile(base);
-      const control = new FaultControl();
-      const open = await ParallelsImage.open(new HeldFileIo(new MemoryFileIo(f, "/a.hdd"), control));
-      control.dieAfter(control.counts.total + k);
-      const wrote = await open.write(at, data).then(
-        () => true,
-        (e: unknown) => {
-          expect(e).toBeInstanceOf(MediumError);
-          return false;
-        },
-      );
-      if (wrote) completed++;
-      await open.close().catch(() => undefined);
-      expect((await checkParallels(new MemoryFileIo(f, "/a.hdd", true))).corruption).toBeNull();
-      const after = await ParallelsImage.open(new MemoryFileIo(f, "/a.hdd", true), { readOnly: true });
-      expect(firstDiff(await readAt(after, 0, CS), pattern(0, CS, 1))).toBe(-1);
-      const got = await readAt(after, at, data.length);
-      // Each cluster's part reads zeros (not stored) or the new data, never anything else.
-      for (const [from, to] of [
-        [0, 32 * KiB],
-        [32 * KiB, 32 * KiB + CS],
-        [32 * KiB + CS, 2 * CS],
-      ] as const) {
-        const piece = got.subarray(from, to);
-        const want = data.subarray(from, to);
-        if (wrote) expect(firstDiff(piece, want)).toBe(-1);
-        else expect(allZero(piece) || firstDiff(piece, want) === -1).toBe(true);
-      }
-      await after.close();
-    }
-    expect(completed).toBeGreaterThan(0);
+    await crashAtEveryRequest({
+      requests: 10,
+      fresh: () => cloneMemoryFile(base),
+      open: (f, control) => ParallelsImage.open(new HeldFileIo(new MemoryFileIo(f, "/a.hdd"), control)),
+      write: (open) => open.write(at, data),
+      verify: async (f, wrote) => {
+        expect((await checkParallels(new MemoryFileIo(f, "/a.hdd", true))).corruption).toBeNull();
+        const after = await ParallelsImage.open(new MemoryFileIo(f, "/a.hdd", true), { readOnly: true });
+        expect(firstDiff(await readAt(after, 0, CS), pattern(0, CS, 1))).toBe(-1);
+        const got = await readAt(after, at, data.length);
+        // Each cluster's part reads zeros (not stored) or the new data, never anything else.
+        for (const [from, to] of [
+          [0, 32 * KiB],
+          [32 * KiB, 32 * KiB + CS],
+          [32 * KiB + CS, 2 * CS],
+        ] as const) {
+          expectWrittenOrZero(got.subarray(from, to), data.subarray(from, to), wrote);
+        }
+        await after.close();
+      },
+    });
   });
 });

@@ -1,20 +1,11 @@
 /** Damaged Parallels images are refused with the right kind and are never written. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { MediumError } from "../../block.js";
-import { HeldFileIo, MemoryFile, MemoryFileIo, MemoryFileOpener } from "../../io/fault-io.js";
+import { MemoryFileOpener } from "../../io/fault-io.js";
+import { expectOpenLeavesFiles, fuzzOpenRefusedOrReadable, onMemory } from "../../testing/corrupt.js";
 import { ParallelsImage, createParallels, openParallels } from "./parallels-image.js";
 import { INUSE_MAGIC } from "./header.js";
 import { checkParallels } from "./parallels-check.js";
-
-async function kindOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    return e instanceof MediumError ? e.kind : `not a MediumError: ${e}`;
-  }
-  return "ok";
-}
 
 /** A good 1 MiB ext image with 4 KiB clusters and two written clusters, in memory. */
 async function good(): Promise<{ opener: MemoryFileOpener; bytes: Uint8Array }> {
@@ -27,12 +18,7 @@ async function good(): Promise<{ opener: MemoryFileOpener; bytes: Uint8Array }> 
 }
 
 async function refusedUnchanged(bytes: Uint8Array, want: string, readOnly = false): Promise<void> {
-  const opener = new MemoryFileOpener();
-  const f = await opener.open("b.hdd", { create: true });
-  await f.write(0, bytes);
-  await f.close();
-  expect(await kindOf(openParallels(opener, "b.hdd", { readOnly }))).toBe(want);
-  expect(Buffer.from(opener.file("b.hdd").bytes()).equals(bytes)).toBe(true);
+  await expectOpenLeavesFiles(await onMemory(bytes, "b.hdd"), (o) => openParallels(o, "b.hdd", { readOnly }), want);
 }
 
 describe("corrupt Parallels images", () => {
@@ -108,34 +94,6 @@ describe("checkParallels", () => {
 describe("damaged Parallels images in memory (fuzzed)", () => {
   it("any damage to header or BAT: refused with a MediumError and nothing written, or opened and readable", async () => {
     const { bytes: original } = await good();
-    await fc.assert(
-      fc.asyncProperty(
-        fc.array(fc.tuple(fc.nat(64 + 4 * 256 - 1), fc.nat(255)), { minLength: 1, maxLength: 6 }),
-        fc.option(fc.nat(original.length), { nil: undefined }),
-        async (flips, cut) => {
-          const bytes = original.slice(0, cut ?? original.length);
-          for (const [at, v] of flips) if (at < bytes.length) bytes[at] = v;
-          const f = new MemoryFile();
-          f.write(0, bytes);
-          const io = new HeldFileIo(new MemoryFileIo(f, "/fuzz.hdd"));
-          let opened: ParallelsImage | null = null;
-          try {
-            opened = await ParallelsImage.open(io);
-          } catch (e) {
-            if (!(e instanceof MediumError)) throw e;
-          }
-          expect(io.counts.write + io.counts.truncate).toBe(0);
-          if (opened) {
-            await opened.read(0, new Uint8Array(opened.size)).catch((e) => {
-              if (!(e instanceof MediumError)) throw e;
-            });
-            await opened.close();
-            expect(io.counts.write + io.counts.truncate).toBe(0);
-          }
-          expect(Buffer.from(f.bytes()).equals(bytes)).toBe(true);
-        },
-      ),
-      { numRuns: 300 },
-    );
+    await fuzzOpenRefusedOrReadable({ original, at: fc.nat(64 + 4 * 256 - 1), name: "/fuzz.hdd", open: (io) => ParallelsImage.open(io), numRuns: 300 });
   });
 });

@@ -17,13 +17,14 @@
  */
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
-import { MediumError, checkRequest, type BlockBackend, type Extent } from "../../block.js";
+import { ImageBase } from "../image-base.js";
+import { MediumError, checkRequest, type Extent } from "../../block.js";
 import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
 import { Mutex } from "../async-lock.js";
 import { ScratchBuffers } from "../scratch-buffers.js";
-import { asMediumError, readFully } from "../vdi/vdi-store.js";
+import { asMediumError, readFully } from "../file-helpers.js";
 import {
   HEADER_SIZE,
   INUSE_MAGIC,
@@ -83,8 +84,9 @@ export async function readParallelsMetadata(file: FileIo): Promise<ParallelsMeta
   return { header, bat, fileSize };
 }
 
-export class ParallelsImage implements BlockBackend {
+export class ParallelsImage extends ImageBase {
   readonly sectorSize = SECTOR;
+  /** Discard is the base's hint: clusters stay allocated (the BAT has no "zero" state to hide old data with). */
   readonly discardZeroes = false;
   readonly readOnly: boolean;
   readonly header: ParallelsHeader;
@@ -96,14 +98,13 @@ export class ParallelsImage implements BlockBackend {
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   /** Cluster-sized buffers for new clusters written in part. */
   private readonly scratch: ScratchBuffers;
-  private session: Promise<void> | null = null;
-  private closed = false;
 
   private constructor(
     private readonly file: FileIo,
     m: ParallelsMetadata,
     readOnly: boolean,
   ) {
+    super();
     this.header = m.header;
     this.bat = m.bat;
     this.readOnly = readOnly;
@@ -164,24 +165,9 @@ export class ParallelsImage implements BlockBackend {
     return clusterSize(this.header);
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
-  }
-
-  private checkWritable(): void {
-    this.checkOpen();
-    if (this.readOnly) throw new MediumError("read-only", "image is opened read-only", { path: this.path });
-  }
-
   /** The first change marks the image in use, on disk before any data. */
-  private beginSession(): Promise<void> {
-    if (!this.session) {
-      this.session = this.writeInUse(INUSE_MAGIC).catch((e) => {
-        this.session = null;
-        throw asMediumError(e, this.path, "header write");
-      });
-    }
-    return this.session;
+  protected startSession(): Promise<void> {
+    return this.writeInUse(INUSE_MAGIC);
   }
 
   private writeInUse(value: number): Promise<void> {
@@ -324,20 +310,8 @@ export class ParallelsImage implements BlockBackend {
     }
   }
 
-  async flush(): Promise<void> {
-    this.checkOpen();
-    if (this.readOnly) return;
-    try {
-      await this.file.flush();
-    } catch (e) {
-      throw asMediumError(e, this.path, "flush");
-    }
-  }
-
-  /** A hint only: clusters stay allocated (the BAT has no "zero" state to hide old data with). */
-  async discard(offset: number, length: number): Promise<void> {
-    this.checkWritable();
-    checkRequest(this, offset, length, this.path);
+  protected writeBack(): Promise<void> {
+    return this.file.flush();
   }
 
   async allocatedExtents(): Promise<Extent[]> {
@@ -359,7 +333,7 @@ export class ParallelsImage implements BlockBackend {
     if (this.closed) return;
     this.closed = true;
     try {
-      if (this.session) {
+      if (this.sessionStarted) {
         await this.allocations.all();
         await this.file.flush();
         await this.writeInUse(0);

@@ -2,40 +2,16 @@
  * Interop with qemu-img / qemu-io 7.2: images we make pass `qemu-img check` and compare equal to
  * what we wrote; images qemu makes (and writes across cluster boundaries) read byte for byte here.
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuSees as qemuSees, hasQemu, qemu, qemuIo, qemuTool, tempFiles } from "../../testing/qemu.js";
 import { firstDiff, pattern } from "../vdi/test-support.js";
 import { createParallels, openParallels, type ParallelsCreateOptions, type ParallelsImage } from "./parallels-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-hdd-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-const file = (name: string) => path.join(dir, name);
-
-function qemuImg(...args: string[]): { status: number; out: string } {
-  const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-function expectQemuSees(p: string, model: Uint8Array): void {
-  const raw = `${p}.expected.raw`;
-  fs.writeFileSync(raw, model);
-  const r = qemuImg("compare", "-f", "parallels", "-F", "raw", p, raw);
-  fs.rmSync(raw);
-  expect(r.out).toMatch(/Images are identical/);
-  expect(r.status).toBe(0);
-}
+const file = tempFiles("vstor-hdd-");
+const expectQemuSees = (p: string, model: Uint8Array) => qemuSees(p, "parallels", model);
 
 async function readAll(img: ParallelsImage): Promise<Uint8Array> {
   const out = new Uint8Array(img.size);
@@ -70,9 +46,7 @@ describe.skipIf(!hasQemu)("Parallels interop with qemu-img", () => {
       const model = new Uint8Array(img.size);
       await writeSome(img, model);
       await img.close();
-      const r = qemuImg("check", "-f", "parallels", p);
-      expect(r.out).toMatch(/No errors were found on the image/);
-      expect(r.status).toBe(0);
+      expectQemuCheckClean(p, "parallels");
       expectQemuSees(p, model);
       // And it reopens here with the same content.
       const again = await openParallels(opener, p, { readOnly: true });
@@ -84,8 +58,8 @@ describe.skipIf(!hasQemu)("Parallels interop with qemu-img", () => {
   for (const cluster of ["1M", "4k"]) {
     it(`reads an image qemu made (${cluster} clusters) and wrote across cluster boundaries, then writes it qemu-compatibly`, async () => {
       const p = file(`qemu-${cluster}.hdd`);
-      execFileSync("qemu-img", ["create", "-f", "parallels", "-o", `cluster_size=${cluster}`, p, "16M"]);
-      execFileSync("qemu-io", ["-f", "parallels", "-c", "write -P 0xab 1020k 8k", "-c", "write -P 0xcd 5M 3k", "-c", "write -P 0x5a 16380k 4k", p]);
+      qemu("qemu-img", "create", "-f", "parallels", "-o", `cluster_size=${cluster}`, p, "16M");
+      qemuIo(p, "parallels", "write -P 0xab 1020k 8k", "write -P 0xcd 5M 3k", "write -P 0x5a 16380k 4k");
       const model = new Uint8Array(16 * MiB);
       model.fill(0xab, 1020 * 1024, 1028 * 1024);
       model.fill(0xcd, 5 * MiB, 5 * MiB + 3072);
@@ -97,8 +71,7 @@ describe.skipIf(!hasQemu)("Parallels interop with qemu-img", () => {
       const rw = await openParallels(opener, p);
       await writeSome(rw, model);
       await rw.close();
-      const r = qemuImg("check", "-f", "parallels", p);
-      expect(r.out).toMatch(/No errors were found on the image/);
+      expect(qemuTool("qemu-img", "check", "-f", "parallels", p).out).toMatch(/No errors were found on the image/);
       expectQemuSees(p, model);
     });
   }
@@ -108,7 +81,7 @@ describe.skipIf(!hasQemu)("Parallels interop with qemu-img", () => {
     const p = file("legacy-qemu-written.hdd");
     const img = await createParallels(opener, p, { size: 8 * MiB, clusterSize: 63 * 512 });
     await img.close();
-    execFileSync("qemu-io", ["-f", "parallels", "-c", "write -P 0x77 30k 70k", "-c", "write -P 0x78 8000k 192k", p]);
+    qemuIo(p, "parallels", "write -P 0x77 30k 70k", "write -P 0x78 8000k 192k");
     const model = new Uint8Array(8 * MiB);
     model.fill(0x77, 30 * 1024, 100 * 1024);
     model.fill(0x78, 8000 * 1024, 8192 * 1024);

@@ -22,12 +22,14 @@
 import { nameBeside } from "../paths.js";
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
+import { ImageBase } from "../image-base.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
 import { queued } from "../../io/request-queue.js";
 import type { BlockState, FillBelow, LayeredImage, ParentLink } from "../../chain.js";
 import { randomUuid } from "../uuid.js";
-import { asMediumError, isZero, readFully } from "../vdi/vdi-store.js";
+import { isZero } from "../vdi/vdi-store.js";
+import { asMediumError, readFully } from "../file-helpers.js";
 import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, checkedL1Entries, clusterSize, newHeader, serializeHeader, type Qcow2Header } from "./header.js";
 import { readQcow2Metadata } from "./qcow2-metadata.js";
 import { Qcow2Store } from "./qcow2-store.js";
@@ -65,7 +67,7 @@ export interface Qcow2CreateOptions {
 /** The parent UUID a child reports until attachBacking() links it (no image has it). */
 export const UNLINKED_PARENT = "00000000-0000-4000-8000-00000000b0cf";
 
-export class Qcow2Image implements LayeredImage {
+export class Qcow2Image extends ImageBase implements LayeredImage {
   readonly sectorSize = 512;
   /** Discarded whole clusters read as zeros; partial ones keep their data. */
   readonly discardZeroes = false;
@@ -77,11 +79,10 @@ export class Qcow2Image implements LayeredImage {
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private link: ParentLink | null = null;
-  private session: Promise<void> | null = null;
-  private closed = false;
   private lastInflated: { host: number; data: Uint8Array } | null = null;
 
   private constructor(store: Qcow2Store, readOnly: boolean, options: { inflate?: Inflate; uuid?: string }) {
+    super();
     this.store = store;
     this.readOnly = readOnly;
     this.inflate = options.inflate;
@@ -214,32 +215,15 @@ export class Qcow2Image implements LayeredImage {
 
   // --- BlockBackend -----------------------------------------------------------------------------
 
-  private checkOpen(): void {
-    if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
-  }
-
-  private checkWritable(): void {
-    this.checkOpen();
-    if (this.readOnly) throw new MediumError("read-only", "image is opened read-only", { path: this.path });
-  }
-
   /**
    * The first change clears autoclear feature bits (bitmaps we do not keep up to date), durably,
    * before any data is written: what the bits promise stops being true.
    */
-  private beginSession(): Promise<void> {
-    if (!this.session) {
-      this.session = (async () => {
-        if (this.store.header.autoclear === 0n) return;
-        this.store.header.autoclear = 0n;
-        this.store.headerDirty = true;
-        await this.store.flushMetadata();
-      })().catch((e) => {
-        this.session = null;
-        throw asMediumError(e, this.path, "header write");
-      });
-    }
-    return this.session;
+  protected async startSession(): Promise<void> {
+    if (this.store.header.autoclear === 0n) return;
+    this.store.header.autoclear = 0n;
+    this.store.headerDirty = true;
+    await this.store.flushMetadata();
   }
 
   private async waitUnstored(offset: number, length: number): Promise<void> {
@@ -452,15 +436,10 @@ export class Qcow2Image implements LayeredImage {
     s.release(m);
   }
 
-  async flush(): Promise<void> {
-    this.checkOpen();
-    if (this.readOnly) return;
+  /** Requests already submitted finish first, then the metadata is written back in order. */
+  protected async writeBack(): Promise<void> {
     await Promise.allSettled([...this.inflight]);
-    try {
-      await this.store.flushMetadata();
-    } catch (e) {
-      throw asMediumError(e, this.path, "flush");
-    }
+    await this.store.flushMetadata();
   }
 
   /**
@@ -468,7 +447,7 @@ export class Qcow2Image implements LayeredImage {
    * a backing file, which must stay hidden). Their host clusters are released. Partial clusters,
    * and v2 images with a backing file, keep their data.
    */
-  async discard(offset: number, length: number): Promise<void> {
+  override async discard(offset: number, length: number): Promise<void> {
     this.checkWritable();
     checkRequest(this, offset, length, this.path);
     const cs = this.blockSize;

@@ -4,59 +4,24 @@
  * (written by qemu-io, with a backing file, compressed by `convert -c`, with zero clusters, with
  * other refcount widths) read byte for byte here and stay valid for qemu after we write them.
  */
-import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { ImageChain } from "../../chain.js";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuSees as qemuSees, hasQemu, qemu, qemuInfo, qemuIo, qemuJson, qemuRaw as qemuRawAs, tempFiles } from "../../testing/qemu.js";
 import { firstDiff, pattern } from "../vdi/test-support.js";
 import { nodeInflate } from "./node/inflate.js";
 import { createQcow2, openQcow2, type Qcow2CreateOptions } from "./qcow2-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-qcow2-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-const file = (name: string) => path.join(dir, name);
-
-function qemuImg(...args: string[]): { status: number; out: string } {
-  const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-function expectCheckClean(p: string): void {
-  const r = qemuImg("check", "-f", "qcow2", p);
-  expect(r.out).toMatch(/No errors were found on the image/);
-  expect(r.out).not.toMatch(/leaked/);
-  expect(r.status).toBe(0);
-}
-
-function expectQemuSees(p: string, model: Uint8Array): void {
-  const raw = `${p}.expected.raw`;
-  fs.writeFileSync(raw, model);
-  const r = qemuImg("compare", "-f", "qcow2", "-F", "raw", p, raw);
-  fs.rmSync(raw);
-  expect(r.out).toMatch(/Images are identical/);
-  expect(r.status).toBe(0);
-}
-
+const file = tempFiles("vstor-qcow2-");
+const expectCheckClean = (p: string) => expectQemuCheckClean(p, "qcow2");
+const expectQemuSees = (p: string, model: Uint8Array) => qemuSees(p, "qcow2", model);
 /** The disk as qemu reads it (following backing files). */
-function qemuRaw(p: string): Uint8Array {
-  const out = `${p}.raw`;
-  execFileSync("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", p, out]);
-  const bytes = new Uint8Array(fs.readFileSync(out));
-  fs.rmSync(out);
-  return bytes;
-}
+const qemuRaw = (p: string) => qemuRawAs(p, "qcow2");
 
 async function readAll(b: { size: number; read(o: number, buf: Uint8Array): Promise<void> }): Promise<Uint8Array> {
   const out = new Uint8Array(b.size);
@@ -112,7 +77,7 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
       model.fill(0, 16 * MiB, 18 * MiB);
       await img.close();
       expectCheckClean(p);
-      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", p], { encoding: "utf8" }));
+      const info = qemuInfo(p);
       expect(info.format).toBe("qcow2");
       expect(info["virtual-size"]).toBe(24 * MiB);
       expect(info["cluster-size"]).toBe(img.clusterSize);
@@ -153,7 +118,7 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
     model.fill(0, 2 * MiB, 2 * MiB + 128 * 1024);
     await chain.close();
     expectCheckClean(top);
-    const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", top], { encoding: "utf8" }));
+    const info = qemuInfo(top);
     expect(info["backing-filename"]).toBe("ours-base.qcow2");
     expect(info["backing-filename-format"]).toBe("qcow2");
     expectQemuSees(top, model);
@@ -163,8 +128,8 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
   for (const compat of ["1.1", "0.10"]) {
     it(`reads an image qemu made (compat ${compat}) and wrote across cluster boundaries, then writes it qemu-compatibly`, async () => {
       const p = file(`qemu-${compat}.qcow2`);
-      execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", `compat=${compat}`, p, "32M"]);
-      execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0xab 1020k 8k", "-c", "write -P 0xcd 5M 3k", "-c", "write -P 0x5a 32764k 4k", p]);
+      qemu("qemu-img", "create", "-f", "qcow2", "-o", `compat=${compat}`, p, "32M");
+      qemuIo(p, "qcow2", "write -P 0xab 1020k 8k", "write -P 0xcd 5M 3k", "write -P 0x5a 32764k 4k");
       const model = new Uint8Array(32 * MiB);
       model.fill(0xab, 1020 * 1024, 1028 * 1024);
       model.fill(0xcd, 5 * MiB, 5 * MiB + 3072);
@@ -184,10 +149,10 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
   it("reads qemu's chain (a child with a backing file, zero clusters) byte for byte, and writes through it", async () => {
     const base = file("q-base.qcow2");
     const top = file("q-top.qcow2");
-    execFileSync("qemu-img", ["create", "-f", "qcow2", base, "16M"]);
-    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 4M", "-c", "write -P 0x22 8M 1M", base]);
-    execFileSync("qemu-img", ["create", "-f", "qcow2", "-b", "q-base.qcow2", "-F", "qcow2", top]);
-    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x33 1M 4k", "-c", "write -z 2M 128k", "-c", "write -P 0x44 8388096 1024", top]);
+    qemu("qemu-img", "create", "-f", "qcow2", base, "16M");
+    qemuIo(base, "qcow2", "write -P 0x11 0 4M", "write -P 0x22 8M 1M");
+    qemu("qemu-img", "create", "-f", "qcow2", "-b", "q-base.qcow2", "-F", "qcow2", top);
+    qemuIo(top, "qcow2", "write -P 0x33 1M 4k", "write -z 2M 128k", "write -P 0x44 8388096 1024");
     const chain = await openChainByName(top);
     expect((chain.top as unknown as { backingFormat: string }).backingFormat).toBe("qcow2");
     const want = qemuRaw(top);
@@ -207,8 +172,8 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
     model.set(pattern(0, MiB, 9), 3 * MiB); // some less compressible data
     fs.writeFileSync(raw, model);
     const p = file("compressed.qcow2");
-    execFileSync("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2", raw, p]);
-    const map = JSON.parse(execFileSync("qemu-img", ["map", "--output=json", p], { encoding: "utf8" })) as { data: boolean; offset?: number }[];
+    qemu("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, p);
+    const map = qemuJson<{ data: boolean; offset?: number }[]>("map", p);
     expect(map.some((e) => e.data && e.offset === undefined)).toBe(true); // compressed extents have no offset
     const ro = await openQcow2(opener, p, { readOnly: true, inflate: nodeInflate });
     expect(firstDiff(await readAll(ro), model)).toBe(-1);
@@ -226,7 +191,7 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
   for (const bits of [1, 8, 64]) {
     it(`writes an image qemu made with ${bits}-bit refcounts and qemu-img check stays clean`, async () => {
       const p = file(`refbits-${bits}.qcow2`);
-      execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", `refcount_bits=${bits},cluster_size=4096`, p, "64M"]);
+      qemu("qemu-img", "create", "-f", "qcow2", "-o", `refcount_bits=${bits},cluster_size=4096`, p, "64M");
       const img = await openQcow2(opener, p);
       const model = new Uint8Array(64 * MiB);
       await writeSome(img, model, 4096, 60);
@@ -240,10 +205,10 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
 
   it("reads the active state of an image with an internal snapshot, and refuses to write it", async () => {
     const p = file("snap.qcow2");
-    execFileSync("qemu-img", ["create", "-f", "qcow2", p, "8M"]);
-    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x01 0 1M", p]);
-    execFileSync("qemu-img", ["snapshot", "-c", "s1", p]);
-    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x02 0 64k", p]);
+    qemu("qemu-img", "create", "-f", "qcow2", p, "8M");
+    qemuIo(p, "qcow2", "write -P 0x01 0 1M");
+    qemu("qemu-img", "snapshot", "-c", "s1", p);
+    qemuIo(p, "qcow2", "write -P 0x02 0 64k");
     const before = fs.readFileSync(p);
     await expect(openQcow2(opener, p)).rejects.toMatchObject({ kind: "unsupported" });
     expect(fs.readFileSync(p).equals(before)).toBe(true);
@@ -254,7 +219,7 @@ describe.skipIf(!hasQemu)("qcow2 interop with qemu-img", () => {
 
   it("refuses read-write an image marked dirty (lazy refcounts), reads it read-only", async () => {
     const p = file("dirty.qcow2");
-    execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", "lazy_refcounts=on", p, "8M"]);
+    qemu("qemu-img", "create", "-f", "qcow2", "-o", "lazy_refcounts=on", p, "8M");
     const bytes = fs.readFileSync(p);
     bytes[79] |= 1; // incompatible features: dirty
     fs.writeFileSync(p, bytes);
@@ -303,12 +268,12 @@ describe.skipIf(!hasQemu)("qcow2 requests of many clusters, with qemu-img", () =
 
   it("reads qemu's scattered clusters (runs that follow each other on the host and ones that do not) byte for byte, then writes over them", async () => {
     const p = file("scattered.qcow2");
-    execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", "cluster_size=4096", p, "8M"]);
+    qemu("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4096", p, "8M");
     // Written out of order, so neighbouring clusters land apart on the host.
     const writes = ["write -P 0x11 3M 1M", "write -P 0x22 0 512k", "write -P 0x33 2044k 8k", "write -P 0x44 1M 64k", "write -P 0x55 512k 4k", "write -P 0x66 1020k 8k", "write -z 1040k 16k", "write -P 0x77 4k 8k"];
-    execFileSync("qemu-io", ["-f", "qcow2", ...writes.flatMap((w) => ["-c", w]), p]);
+    qemuIo(p, "qcow2", ...writes);
     type MapEntry = { start: number; length: number; data: boolean; zero: boolean; offset?: number };
-    const map = JSON.parse(execFileSync("qemu-img", ["map", "--output=json", p], { encoding: "utf8" })) as MapEntry[];
+    const map = qemuJson<MapEntry[]>("map", p);
     const apart = map.some((e, i) => e.data && map[i + 1]?.data && map[i + 1]!.start === e.start + e.length && map[i + 1]!.offset !== e.offset! + e.length);
     expect(apart).toBe(true); // neighbours in the disk, not on the host
     expect(map.some((e) => e.zero && e.offset !== undefined)).toBe(true); // a zero cluster with storage (write -z over data)
@@ -338,8 +303,8 @@ describe.skipIf(!hasQemu)("qcow2 requests of many clusters, with qemu-img", () =
   it("with a backing file: whole clusters written alone in runs (zeros flagged to hide the base), partial ones through the chain", async () => {
     const base = file("runs-base.qcow2");
     const top = file("runs-top.qcow2");
-    execFileSync("qemu-img", ["create", "-f", "qcow2", "-o", "cluster_size=4096", base, "8M"]);
-    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 8M", base]);
+    qemu("qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4096", base, "8M");
+    qemuIo(base, "qcow2", "write -P 0x11 0 8M");
     const img = await createQcow2(opener, top, { size: 8 * MiB, clusterSize: 4096, backing: { file: "runs-base.qcow2", format: "qcow2" } });
     const model = qemuRaw(base);
     const withZeros = pattern(MiB, 64 * K, 2);

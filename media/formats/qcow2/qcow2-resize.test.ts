@@ -4,42 +4,27 @@
  * old end is kept, the new space reads as zeros and takes writes; qemu-img check finds no errors
  * or leaks and compare agrees at every step. Shrinking and absurd sizes are refused, unchanged.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuSees, hasQemu, qemuInfo, qemuTool, tempFiles } from "../../testing/qemu.js";
 import { createQcow2, openQcow2 } from "./qcow2-image.js";
 
 const KiB = 1024;
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-qcow2-resize-"));
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-function qemuImg(...args: string[]): { status: number | null; out: string } {
-  const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
+const file = tempFiles("vstor-qcow2-resize-");
 
 function qemuAgrees(p: string, model: Uint8Array): void {
-  const check = qemuImg("check", "-f", "qcow2", p);
-  expect(check.out).toMatch(/No errors were found/);
-  expect(check.out).not.toMatch(/leaked/);
-  const raw = `${p}.raw`;
-  fs.writeFileSync(raw, model);
-  const c = qemuImg("compare", "-f", "raw", "-F", "qcow2", raw, p);
-  fs.rmSync(raw);
-  expect(c.status, c.out).toBe(0);
+  expectQemuCheckClean(p, "qcow2");
+  expectQemuSees(p, "qcow2", model);
 }
 
 const fill = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (seed + i * 7 + (i >> 9)) & 0xff);
 
 describe.skipIf(!hasQemu)("qcow2 resize", () => {
   it("grows with the L1 table in place, then moved to the end; data kept, new space zero and writable", async () => {
-    const p = path.join(dir, "grow.qcow2");
+    const p = file("grow.qcow2");
     // 512-byte clusters: an L2 table maps 32 KiB, one L1 cluster holds 64 entries (2 MiB).
     const img = await createQcow2(opener, p, { size: 1 * MiB, clusterSize: 512 });
     let model = new Uint8Array(1 * MiB);
@@ -75,10 +60,10 @@ describe.skipIf(!hasQemu)("qcow2 resize", () => {
   });
 
   it("grows an image qemu made with a backing file; shrinking and absurd sizes are refused and change nothing", async () => {
-    const base = path.join(dir, "base.qcow2");
-    const top = path.join(dir, "top.qcow2");
-    expect(qemuImg("create", "-f", "qcow2", base, "4M").status).toBe(0);
-    expect(qemuImg("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top).status).toBe(0);
+    const base = file("base.qcow2");
+    const top = file("top.qcow2");
+    expect(qemuTool("qemu-img", "create", "-f", "qcow2", base, "4M").status).toBe(0);
+    expect(qemuTool("qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top).status).toBe(0);
     const img = await openQcow2(opener, top);
     await img.resize(64 * MiB);
     await img.write(60 * MiB, fill(4096, 9));
@@ -89,7 +74,7 @@ describe.skipIf(!hasQemu)("qcow2 resize", () => {
     await expect(img.resize(64 * MiB + 1)).rejects.toThrow(/multiple of 512/);
     await img.close();
     expect(fs.readFileSync(top).equals(before)).toBe(true);
-    const info = JSON.parse(qemuImg("info", "--output=json", top).out) as { "virtual-size": number };
+    const info = qemuInfo(top);
     expect(info["virtual-size"]).toBe(64 * MiB);
     const model = new Uint8Array(64 * MiB);
     model.set(fill(4096, 9), 60 * MiB);

@@ -17,7 +17,7 @@
 import { MediumError } from "../../block.js";
 import type { FileIo } from "../../io/file-io.js";
 import { Mutex } from "../async-lock.js";
-import { asMediumError, readFully } from "../vdi/vdi-store.js";
+import { asMediumError, readFully } from "../file-helpers.js";
 import { clusterSize, serializeHeader, type Qcow2Header } from "./header.js";
 import { UNALLOCATED, getRefcount, maxRefcount, readL1, readL2, setRefcount, writeEntry, type ClusterMapping, compressedClusters } from "./tables.js";
 

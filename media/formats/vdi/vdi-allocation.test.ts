@@ -6,10 +6,10 @@
  */
 import { countReads } from "../../testing/count-reads.js";
 import { describe, expect, it } from "vitest";
-import { MediumError } from "../../block.js";
 import { ImageChain, type LayeredImage } from "../../chain.js";
-import { FaultControl, HeldFileIo, MemoryFile, MemoryFileIo } from "../../io/fault-io.js";
+import { HeldFileIo, MemoryFile, MemoryFileIo } from "../../io/fault-io.js";
 import { loggedFile, sameBytes, sharing, type LoggedWrite } from "../../testing/write-log.js";
+import { crashAtEveryRequest, expectWrittenOrZero } from "../../testing/crash.js";
 import { HEADER_READ_SIZE, parseHeader } from "./header.js";
 import { VdiShelf, allZero, cloneMemoryFile, firstDiff, pattern, uuidCounter } from "./test-support.js";
 import { checkVdi } from "./vdi-check.js";
@@ -144,33 +144,19 @@ describe("VDI: new blocks", () => {
     await img.write(0, pattern(0, BS, 1));
     await img.close();
     const data = pattern(6 * BS, 2 * BS, 2);
-    let completed = 0;
-    for (let k = 0; k < 10; k++) {
-      const f = cloneMemoryFile(base);
-      const control = new FaultControl();
-      const open = await VdiImage.open(new HeldFileIo(new MemoryFileIo(f, "/a.vdi"), control), { newUuid: uuidCounter(2) });
-      control.dieAfter(control.counts.total + k);
-      const wrote = await open.write(6 * BS, data).then(
-        () => true,
-        (e: unknown) => {
-          expect(e).toBeInstanceOf(MediumError);
-          return false;
-        },
-      );
-      if (wrote) completed++;
-      await open.close().catch(() => undefined);
-      const report = await checkVdi(new MemoryFileIo(f, "/a.vdi", true));
-      expect(report.corruption).toBeNull();
-      const after = await VdiImage.open(new MemoryFileIo(f, "/a.vdi", true), { readOnly: true });
-      expect(firstDiff(await readBlock(after, 0), pattern(0, BS, 1))).toBe(-1);
-      for (const b of [6, 7]) {
-        const got = await readBlock(after, b);
-        const want = data.subarray((b - 6) * BS, (b - 5) * BS);
-        if (wrote) expect(firstDiff(got, want)).toBe(-1);
-        else expect(allZero(got) || firstDiff(got, want) === -1).toBe(true);
-      }
-      await after.close();
-    }
-    expect(completed).toBeGreaterThan(0); // the last k let the whole write through
+    await crashAtEveryRequest({
+      requests: 10,
+      fresh: () => cloneMemoryFile(base),
+      open: (f, control) => VdiImage.open(new HeldFileIo(new MemoryFileIo(f, "/a.vdi"), control), { newUuid: uuidCounter(2) }),
+      write: (open) => open.write(6 * BS, data),
+      verify: async (f, wrote) => {
+        const report = await checkVdi(new MemoryFileIo(f, "/a.vdi", true));
+        expect(report.corruption).toBeNull();
+        const after = await VdiImage.open(new MemoryFileIo(f, "/a.vdi", true), { readOnly: true });
+        expect(firstDiff(await readBlock(after, 0), pattern(0, BS, 1))).toBe(-1);
+        for (const b of [6, 7]) expectWrittenOrZero(await readBlock(after, b), data.subarray((b - 6) * BS, (b - 5) * BS), wrote);
+        await after.close();
+      },
+    });
   });
 });

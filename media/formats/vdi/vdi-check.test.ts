@@ -4,13 +4,11 @@
  * writes; compact gives the leaks back. Then the same files through `qemu-img check`: where the
  * two verdicts agree, and the two places where they knowingly differ.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { HeldFileIo, MemoryFile, MemoryFileIo } from "../../io/fault-io.js";
+import { hasQemu, qemuTool, tempFiles } from "../../testing/qemu.js";
 import { BLOCK_FREE } from "./block-map.js";
 import { HEADER_READ_SIZE, parseHeader, type VdiHeader } from "./header.js";
 import { firstDiff, pattern, uuidCounter } from "./test-support.js";
@@ -234,23 +232,14 @@ describe("checkVdi", () => {
   });
 });
 
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0;
-
 describe.skipIf(!hasQemu)("checkVdi beside qemu-img check", () => {
-  let dir = "";
-  beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vdi-check-"));
-  });
-  afterAll(() => {
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
-
+  const file = tempFiles("vstor-vdi-check-");
   const onDisk = (f: MemoryFile, name: string): string => {
-    const p = path.join(dir, name);
+    const p = file(name);
     fs.writeFileSync(p, f.bytes());
     return p;
   };
-  const qemuCheck = (p: string) => spawnSync("qemu-img", ["check", "-f", "vdi", p], { encoding: "utf8" });
+  const qemuCheck = (p: string) => qemuTool("qemu-img", "check", "-f", "vdi", p);
 
   for (const [i, c] of cases.entries()) {
     it(`${c.name}: we say ${c.verdict}, qemu-img check exits ${c.qemu}${c.differs ? " (differs knowingly)" : ""}`, async () => {
@@ -258,7 +247,7 @@ describe.skipIf(!hasQemu)("checkVdi beside qemu-img check", () => {
       c.damage(f);
       const ours = verdict(await check(f));
       const q = qemuCheck(onDisk(f, `case-${i}.vdi`));
-      expect(q.status, q.stdout + q.stderr).toBe(c.qemu);
+      expect(q.status, q.out).toBe(c.qemu);
       const weSayCorrupt = ours === "corrupt";
       const qemuSaysCorrupt = c.qemu !== 0;
       if (c.differs) expect(weSayCorrupt).not.toBe(qemuSaysCorrupt);
@@ -275,13 +264,13 @@ describe.skipIf(!hasQemu)("checkVdi beside qemu-img check", () => {
       const ours = new Uint8Array(img.size);
       await img.read(0, ours);
       const raw = `${p}.raw`;
-      expect(spawnSync("qemu-img", ["convert", "-f", "vdi", "-O", "raw", p, raw]).status).toBe(0);
+      expect(qemuTool("qemu-img", "convert", "-f", "vdi", "-O", "raw", p, raw).status).toBe(0);
       expect(firstDiff(new Uint8Array(fs.readFileSync(raw)), ours)).toBe(-1);
       await img.compact();
       await img.close();
       expect((await check(f)).leaks).toEqual([]);
       const q = qemuCheck(onDisk(f, `compacted-${i}.vdi`));
-      expect(q.status, `${c.name}: ${q.stdout}${q.stderr}`).toBe(0);
+      expect(q.status, `${c.name}: ${q.out}`).toBe(0);
     }
   });
 });

@@ -15,6 +15,7 @@
  */
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
+import { ImageBase } from "../image-base.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -94,7 +95,7 @@ export async function readVdiMetadata(file: FileIo): Promise<VdiMetadata> {
   return { header, map, fileSize };
 }
 
-export class VdiImage implements LayeredImage {
+export class VdiImage extends ImageBase implements LayeredImage {
   readonly sectorSize = 512;
   /** Only whole blocks are dropped by discard; the rest of a range keeps its data. */
   readonly discardZeroes = false;
@@ -108,11 +109,10 @@ export class VdiImage implements LayeredImage {
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
   /** Slot-sized buffers for new blocks written in part (the rest filled from below). */
   private readonly scratch: ScratchBuffers;
-  private session: Promise<void> | null = null;
-  private closed = false;
   private readonly newUuid: () => string;
 
   private constructor(store: VdiStore, readOnly: boolean, newUuid: () => string) {
+    super();
     this.store = store;
     this.readOnly = readOnly;
     this.newUuid = newUuid;
@@ -268,31 +268,16 @@ export class VdiImage implements LayeredImage {
 
   // --- BlockBackend -----------------------------------------------------------------------------
 
-  private checkOpen(): void {
-    if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
-  }
-
-  private checkWritable(): void {
-    this.checkOpen();
-    if (this.readOnly) throw new MediumError("read-only", "image is opened read-only", { path: this.path });
-  }
-
   /** The first change after open gets a new modification UUID, on disk before anything else. */
-  private beginSession(): Promise<void> {
-    if (!this.session) {
-      this.session = (async () => {
-        const old = this.store.header.modifyUuid;
-        this.store.header.modifyUuid = this.newUuid();
-        try {
-          await this.store.writeHeader();
-        } catch (e) {
-          this.store.header.modifyUuid = old;
-          this.session = null;
-          throw asMediumError(e, this.path, "header write");
-        }
-      })();
+  protected async startSession(): Promise<void> {
+    const old = this.store.header.modifyUuid;
+    this.store.header.modifyUuid = this.newUuid();
+    try {
+      await this.store.writeHeader();
+    } catch (e) {
+      this.store.header.modifyUuid = old;
+      throw e;
     }
-    return this.session;
   }
 
   async read(offset: number, buf: Uint8Array): Promise<void> {
@@ -476,14 +461,8 @@ export class VdiImage implements LayeredImage {
     }
   }
 
-  async flush(): Promise<void> {
-    this.checkOpen();
-    if (this.readOnly) return;
-    try {
-      await this.store.file.flush();
-    } catch (e) {
-      throw asMediumError(e, this.path, "flush");
-    }
+  protected writeBack(): Promise<void> {
+    return this.store.file.flush();
   }
 
   /**
@@ -492,7 +471,7 @@ export class VdiImage implements LayeredImage {
    * moves into the hole and the file shrinks, as VirtualBox does. A fixed image keeps its
    * blocks (discard is a hint). Partial blocks are left as they are.
    */
-  async discard(offset: number, length: number): Promise<void> {
+  override async discard(offset: number, length: number): Promise<void> {
     this.checkWritable();
     checkRequest(this, offset, length, this.path);
     if (this.type === VdiImageType.fixed || length === 0) return;
@@ -530,7 +509,7 @@ export class VdiImage implements LayeredImage {
     await this.gate.runExclusive(async () => {
       this.closed = true;
       try {
-        if (!this.readOnly && this.session) await this.store.file.flush();
+        if (!this.readOnly && this.sessionStarted) await this.store.file.flush();
       } finally {
         await this.store.file.close();
       }

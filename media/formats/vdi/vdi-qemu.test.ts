@@ -3,68 +3,19 @@
  * `qemu-img check` and read back identically through qemu; images qemu makes open and read
  * correctly here, and stay valid for qemu after we write and resize them.
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuSees as qemuSees, hasQemu, qemu, qemuInfo, qemuIo, qemuRaw, tempFiles } from "../../testing/qemu.js";
 import { allZero, firstDiff, pattern } from "./test-support.js";
 import { createVdi, openVdi, type VdiImage } from "./vdi-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vdi-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const file = (name: string) => path.join(dir, name);
-
-function qemuImg(...args: string[]): { status: number; out: string } {
-  const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-function expectCheckPasses(p: string): void {
-  const r = qemuImg("check", "-f", "vdi", p);
-  expect(r.out).toMatch(/No errors were found on the image/);
-  expect(r.status).toBe(0);
-}
-
-function info(p: string): { format: string; "virtual-size": number } {
-  return JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "vdi", p], { encoding: "utf8" }));
-}
-
-/** The disk as qemu reads it. */
-function qemuRaw(p: string): Uint8Array {
-  const out = `${p}.raw`;
-  execFileSync("qemu-img", ["convert", "-f", "vdi", "-O", "raw", p, out]);
-  const bytes = new Uint8Array(fs.readFileSync(out));
-  fs.rmSync(out);
-  return bytes;
-}
-
-/**
- * qemu-img compare against the expected content, written as a sparse raw file of `size` bytes
- * holding `pieces` (offset, bytes); everything else is zeros.
- */
-function expectQemuSees(p: string, size: number, pieces: [number, Uint8Array][]): void {
-  const raw = `${p}.expected.raw`;
-  const fd = fs.openSync(raw, "w");
-  for (const [at, bytes] of pieces) fs.writeSync(fd, bytes, 0, bytes.length, at);
-  fs.ftruncateSync(fd, size);
-  fs.closeSync(fd);
-  const r = qemuImg("compare", "-f", "vdi", "-F", "raw", p, raw);
-  fs.rmSync(raw);
-  expect(r.out).toMatch(/Images are identical/);
-  expect(r.status).toBe(0);
-}
+const file = tempFiles("vstor-vdi-");
+const expectCheckPasses = (p: string) => expectQemuCheckClean(p, "vdi");
+const info = (p: string) => qemuInfo(p, "vdi");
+/** qemu-img compare against a sparse raw file of `size` bytes holding `pieces`, zeros elsewhere. */
+const expectQemuSees = (p: string, size: number, pieces: [number, Uint8Array][]) => qemuSees(p, "vdi", { size, pieces });
 
 async function readAll(img: VdiImage): Promise<Uint8Array> {
   const out = new Uint8Array(img.size);
@@ -97,7 +48,7 @@ describe.skipIf(!hasQemu)("VDI interop with qemu-img", () => {
       const i = info(p);
       expect(i.format).toBe("vdi");
       expect(i["virtual-size"]).toBe(64 * MiB);
-      expect(firstDiff(qemuRaw(p), model)).toBe(-1);
+      expect(firstDiff(qemuRaw(p, "vdi"), model)).toBe(-1);
       expectQemuSees(p, model.length, [[0, model]]);
     });
   }
@@ -124,8 +75,8 @@ describe.skipIf(!hasQemu)("VDI interop with qemu-img", () => {
   for (const stat of [false, true]) {
     it(`opens and reads an image qemu made${stat ? " (static)" : ""} and written by qemu-io, then writes it qemu-compatibly`, async () => {
       const p = file(`qemu${stat ? "-static" : ""}.vdi`);
-      execFileSync("qemu-img", ["create", "-f", "vdi", ...(stat ? ["-o", "static=on"] : []), p, "64M"]);
-      execFileSync("qemu-io", ["-f", "vdi", "-c", "write -P 0xab 1M 64k", "-c", "write -P 0xcd 10M 4k", p]);
+      qemu("qemu-img", "create", "-f", "vdi", ...(stat ? ["-o", "static=on"] : []), p, "64M");
+      qemuIo(p, "vdi", "write -P 0xab 1M 64k", "write -P 0xcd 10M 4k");
       const ro = await openVdi(opener, p, { readOnly: true });
       expect(ro.header.headerSize).toBe(0x180);
       expect(ro.header.blockMapOffset).toBe(0x200);
@@ -148,8 +99,8 @@ describe.skipIf(!hasQemu)("VDI interop with qemu-img", () => {
   for (const size of ["100M", "1G"]) {
     it(`resizes an image qemu made to ${size} (map ${size === "1G" ? "moved into the data area" : "grown in place"}) and qemu-img check passes`, async () => {
       const p = file(`qemu-resize-${size}.vdi`);
-      execFileSync("qemu-img", ["create", "-f", "vdi", p, "64M"]);
-      execFileSync("qemu-io", ["-f", "vdi", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 64k", "-c", "write -P 0x33 63M 1M", p]);
+      qemu("qemu-img", "create", "-f", "vdi", p, "64M");
+      qemuIo(p, "vdi", "write -P 0x11 0 1M", "write -P 0x22 3M 64k", "write -P 0x33 63M 1M");
       const img = await openVdi(opener, p);
       const newSize = size === "1G" ? 1024 * MiB : 100 * MiB;
       await img.resize(newSize);

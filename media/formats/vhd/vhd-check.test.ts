@@ -1,19 +1,14 @@
 /** checkVhd on good images, leaked space, a stale footer copy, and qemu-made images. */
-import { execFileSync, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FaultControl, HeldFileIo, MemoryFile, MemoryFileIo } from "../../io/fault-io.js";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { hasQemu, qemu, qemuIo, tempFiles } from "../../testing/qemu.js";
 import { pattern } from "../vdi/test-support.js";
 import { checkVhd } from "./vhd-check.js";
 import { VhdImage } from "./vhd-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vhd-check-"));
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const file = tempFiles("vstor-vhd-check-");
 
 async function image(variant: "dynamic" | "fixed" = "dynamic"): Promise<MemoryFile> {
   const f = new MemoryFile();
@@ -63,9 +58,9 @@ describe("checkVhd", () => {
 
   it.skipIf(!hasQemu)("finds nothing wrong in images qemu makes (but notes qemu's larger BAT)", async () => {
     for (const sub of ["dynamic", "fixed"]) {
-      const p = path.join(dir, `q-${sub}.vhd`);
-      execFileSync("qemu-img", ["create", "-f", "vpc", "-o", `subformat=${sub}`, p, "16M"]);
-      execFileSync("qemu-io", ["-f", "vpc", "-c", "write -P 0x11 1M 3M", p]);
+      const p = file(`q-${sub}.vhd`);
+      qemu("qemu-img", "create", "-f", "vpc", "-o", `subformat=${sub}`, p, "16M");
+      qemuIo(p, "vpc", "write -P 0x11 1M 3M");
       const opener = new NodeFileOpener();
       const io = await opener.open(p, { readOnly: true });
       const r = await checkVhd(io);

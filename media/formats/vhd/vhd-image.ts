@@ -19,6 +19,7 @@
  */
 import { Allocations } from "../allocations.js";
 import { createImageFile, openImageFile } from "../image-file.js";
+import { ImageBase } from "../image-base.js";
 import { MediumError, checkRequest, type Extent } from "../../block.js";
 import { isZero } from "../../bytes.js";
 import type { FileIo, FileOpener } from "../../io/file-io.js";
@@ -63,9 +64,9 @@ export interface VhdOpenOptions {
 
 const unsupported = (message: string, path: string): MediumError => new MediumError("unsupported", message, { path });
 
-export class VhdImage implements LayeredImage {
+export class VhdImage extends ImageBase implements LayeredImage {
   readonly sectorSize = 512;
-  /** VHD has no discard: a discarded range keeps its data. */
+  /** VHD has no discard (nor has VirtualBox's VHD backend): discard is the base's hint, the data stays. */
   readonly discardZeroes = false;
   readonly readOnly: boolean;
   private readonly file: QueuedFileIo;
@@ -81,8 +82,6 @@ export class VhdImage implements LayeredImage {
   private readonly gate = new Gate();
   private readonly allocations = new Allocations();
   private readonly unstoredWrites = new Map<number, Promise<unknown>>();
-  private session: Promise<void> | null = null;
-  private closed = false;
   private readonly now: () => number;
 
   private constructor(
@@ -91,6 +90,7 @@ export class VhdImage implements LayeredImage {
     readOnly: boolean,
     now: () => number,
   ) {
+    super();
     this.file = file;
     this.footer = init.footer;
     this.header = init.header;
@@ -190,31 +190,18 @@ export class VhdImage implements LayeredImage {
 
   // --- BlockBackend ------------------------------------------------------------------------------
 
-  private checkOpen(): void {
-    if (this.closed) throw new MediumError("closed", "image is closed", { path: this.path });
-  }
-
-  private checkWritable(): void {
-    this.checkOpen();
-    if (this.readOnly) throw new MediumError("read-only", "image is opened read-only", { path: this.path });
-  }
-
   /** The first change after open moves the footer timestamp on, on disk before anything else. */
-  private beginSession(): Promise<void> {
-    if (!this.session) {
-      this.session = this.meta.run(async () => {
-        const old = this.footer.timestamp;
-        this.footer.timestamp = Math.min(0xffffffff, Math.max(vhdTimestamp(this.now()), old + 1));
-        try {
-          await this.writeFooters();
-        } catch (e) {
-          this.footer.timestamp = old;
-          this.session = null;
-          throw asMediumError(e, this.path, "footer write");
-        }
-      });
-    }
-    return this.session;
+  protected startSession(): Promise<void> {
+    return this.meta.run(async () => {
+      const old = this.footer.timestamp;
+      this.footer.timestamp = Math.min(0xffffffff, Math.max(vhdTimestamp(this.now()), old + 1));
+      try {
+        await this.writeFooters();
+      } catch (e) {
+        this.footer.timestamp = old;
+        throw asMediumError(e, this.path, "footer write");
+      }
+    });
   }
 
   pendingWrite(index: number): Promise<unknown> | undefined {
@@ -393,20 +380,8 @@ export class VhdImage implements LayeredImage {
     }
   }
 
-  async flush(): Promise<void> {
-    this.checkOpen();
-    if (this.readOnly) return;
-    try {
-      await this.file.flush();
-    } catch (e) {
-      throw asMediumError(e, this.path, "flush");
-    }
-  }
-
-  /** VHD has no way to drop data (VirtualBox's VHD backend has no discard either): a hint, kept. */
-  async discard(offset: number, length: number): Promise<void> {
-    this.checkWritable();
-    checkRequest(this, offset, length, this.path);
+  protected writeBack(): Promise<void> {
+    return this.file.flush();
   }
 
   async allocatedExtents(): Promise<Extent[]> {
@@ -435,7 +410,7 @@ export class VhdImage implements LayeredImage {
     await this.gate.runExclusive(async () => {
       this.closed = true;
       try {
-        if (!this.readOnly && this.session) await this.file.flush();
+        if (!this.readOnly && this.sessionStarted) await this.file.flush();
       } finally {
         await this.file.close();
       }

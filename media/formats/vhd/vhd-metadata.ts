@@ -11,22 +11,8 @@ import { BLOCK_UNUSED, isFull, parseBat } from "./bat.js";
 import { HEADER_SIZE, LocatorCode, bitmapSize, decodeLocator, parseDynamicHeader, type VhdDynamicHeader } from "./dynamic-header.js";
 import { FOOTER_SIZE, SECTOR_SIZE, VhdDiskType, hasFooterCookie, parseFooter, type VhdFooter } from "./footer.js";
 
-/** A MediumError as is; anything else (a host error) as kind "io". */
-export function asMediumError(e: unknown, path: string, what: string): MediumError {
-  if (e instanceof MediumError) return e;
-  return new MediumError("io", `${what} failed: ${e instanceof Error ? e.message : String(e)}`, { path, cause: e });
-}
-
-/** Read until `buf` is full or the file ends; resolves with the count. */
-export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Promise<number> {
-  let done = 0;
-  while (done < buf.length) {
-    const n = await file.read(pos + done, buf.subarray(done));
-    if (n <= 0) break;
-    done += n;
-  }
-  return done;
-}
+export { asMediumError, readFully } from "../file-helpers.js";
+import { asMediumError, readFully } from "../file-helpers.js";
 
 /**
  * Whether `bytes` look like a VHD: the footer cookie in the last 512 bytes (every VHD) or at

@@ -4,60 +4,23 @@
  * creator "vbox", whose size qemu takes from the CHS geometry unless told
  * `force_size_calc=current_size`: the tests pass it (and pin the CHS size qemu sees without it).
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuSees as qemuSees, hasQemu, qemu, qemuInfo, qemuIo, qemuRaw as qemuRawAs, qemuTool, tempFiles, type QemuFormat } from "../../testing/qemu.js";
 import { firstDiff, pattern } from "../vdi/test-support.js";
 import { chsGeometry } from "./footer.js";
 import { createVhd, openVhd, type VhdImage } from "./vhd-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vhd-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const file = (name: string) => path.join(dir, name);
+const file = tempFiles("vstor-vhd-");
 /** The image as qemu should see it: its footer's current size, whatever the creator. */
-const vpcOpts = (p: string) => `driver=vpc,force_size_calc=current_size,file.filename=${p}`;
-
-function run(cmd: string, ...args: string[]): { status: number; out: string } {
-  const r = spawnSync(cmd, args, { encoding: "utf8" });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-function qemuSize(p: string, force: boolean): number {
-  const args = force ? ["info", "--output=json", "--image-opts", vpcOpts(p)] : ["info", "--output=json", "-f", "vpc", p];
-  return JSON.parse(execFileSync("qemu-img", args, { encoding: "utf8" }))["virtual-size"];
-}
-
+const vpc: QemuFormat = { imageOpts: (p) => `driver=vpc,force_size_calc=current_size,file.filename=${p}` };
+const qemuSize = (p: string, force: boolean): number => qemuInfo(p, force ? vpc : "vpc")["virtual-size"];
 /** The disk as qemu reads it. */
-function qemuRaw(p: string): Uint8Array {
-  const out = `${p}.raw`;
-  execFileSync("qemu-img", ["convert", "--image-opts", vpcOpts(p), "-O", "raw", out]);
-  const bytes = new Uint8Array(fs.readFileSync(out));
-  fs.rmSync(out);
-  return bytes;
-}
-
+const qemuRaw = (p: string) => qemuRawAs(p, vpc);
 /** qemu-img compare against `model` written as a raw file. */
-function expectQemuSees(p: string, model: Uint8Array): void {
-  const raw = `${p}.expected.raw`;
-  fs.writeFileSync(raw, model);
-  const r = run("qemu-img", "compare", "--image-opts", vpcOpts(p), `driver=raw,file.filename=${raw}`);
-  fs.rmSync(raw);
-  expect(r.out).toMatch(/Images are identical/);
-  expect(r.status).toBe(0);
-}
+const expectQemuSees = (p: string, model: Uint8Array) => qemuSees(p, vpc, model);
 
 async function readAll(img: VhdImage): Promise<Uint8Array> {
   const out = new Uint8Array(img.size);
@@ -116,8 +79,8 @@ describe.skipIf(!hasQemu)("VHD interop with qemu-img", () => {
 
   it("grows an image qemu made past its block table's room (stored blocks move) and qemu reads it", async () => {
     const p = file("qemu-grow.vhd");
-    execFileSync("qemu-img", ["create", "-f", "vpc", p, "64M"]);
-    execFileSync("qemu-io", ["-f", "vpc", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 64k", "-c", "write -P 0x33 62M 2M", p]);
+    qemu("qemu-img", "create", "-f", "vpc", p, "64M");
+    qemuIo(p, "vpc", "write -P 0x11 0 1M", "write -P 0x22 3M 64k", "write -P 0x33 62M 2M");
     const img = await openVhd(opener, p);
     const oldSize = img.size;
     await img.resize(300 * MiB); // 150 entries: more than the 128 its BAT sector holds
@@ -135,14 +98,14 @@ describe.skipIf(!hasQemu)("VHD interop with qemu-img", () => {
   for (const subformat of ["dynamic", "fixed"] as const) {
     it(`reads a ${subformat} image qemu made and wrote across 2 MiB blocks byte for byte, then writes it qemu-compatibly`, async () => {
       const p = file(`qemu-${subformat}.vhd`);
-      execFileSync("qemu-img", ["create", "-f", "vpc", "-o", `subformat=${subformat}`, p, "64M"]);
+      qemu("qemu-img", "create", "-f", "vpc", "-o", `subformat=${subformat}`, p, "64M");
       const writes: [number, number, number][] = [
         [0xab, MiB, 64 * 1024],
         [0xcd, 2 * MiB - 4096, 8192],
         [0xef, 6 * MiB - 512, 2 * MiB + 1024],
         [0x5a, 40 * MiB, 4096],
       ];
-      execFileSync("qemu-io", ["-f", "vpc", ...writes.flatMap(([v, at, n]) => ["-c", `write -P 0x${v.toString(16)} ${at} ${n}`]), p]);
+      qemuIo(p, "vpc", ...writes.map(([v, at, n]) => `write -P 0x${v.toString(16)} ${at} ${n}`));
       const ro = await openVhd(opener, p, { readOnly: true });
       expect(ro.footerCopy.creatorApp).toBe("qemu");
       expect(ro.size).toBe(qemuSize(p, false)); // qemu's CHS-rounded size is its current size
@@ -157,7 +120,7 @@ describe.skipIf(!hasQemu)("VHD interop with qemu-img", () => {
       await writeSome(rw, model);
       await rw.close();
       expectQemuSees(p, model);
-      const r = run("qemu-io", "-f", "vpc", "-c", `read -P 0x5a ${40 * MiB} 4096`, p);
+      const r = qemuTool("qemu-io", "-f", "vpc", "-c", `read -P 0x5a ${40 * MiB} 4096`, p);
       expect(r.status).toBe(0);
       expect(r.out).not.toMatch(/Pattern verification failed/);
     });

@@ -75,22 +75,14 @@ export interface VhdxMetadata {
   partial: Map<number, Uint8Array | null>;
 }
 
+/** As file-helpers' asMediumError, and a parse error keeps its kind. */
 export function asMediumError(e: unknown, path: string, what: string): MediumError {
-  if (e instanceof MediumError) return e;
   if (e instanceof VhdxParseError) return new MediumError(e.kind, e.message, { path });
-  return new MediumError("io", `${what} failed: ${e instanceof Error ? e.message : String(e)}`, { path, cause: e });
+  return sharedAsMediumError(e, path, what);
 }
 
-/** Read until `buf` is full or the file ends; resolves with the count. */
-export async function readFully(file: FileIo, pos: number, buf: Uint8Array): Promise<number> {
-  let done = 0;
-  while (done < buf.length) {
-    const n = await file.read(pos + done, buf.subarray(done));
-    if (n <= 0) break;
-    done += n;
-  }
-  return done;
-}
+export { readFully } from "../file-helpers.js";
+import { asMediumError as sharedAsMediumError, readFully } from "../file-helpers.js";
 
 const corrupt = (m: string): VhdxParseError => new VhdxParseError("corrupt", m);
 const unsupported = (m: string): VhdxParseError => new VhdxParseError("unsupported", m);

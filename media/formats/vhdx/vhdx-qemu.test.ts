@@ -5,13 +5,11 @@
  * its metadata updates through the log: an entry it left behind, made active again, is replayed
  * by us in memory exactly as qemu replays it into the file.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MediumError } from "../../block.js";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { hasQemu, qemu, qemuIo as qemuIoAs, tempFiles } from "../../testing/qemu.js";
 import { firstDiff } from "../vdi/test-support.js";
 import { readLogEntry } from "./log.js";
 import { setHeader } from "./log-test-support.js";
@@ -20,30 +18,13 @@ import { uuidFromGuidBytes } from "../uuid.js";
 import { openVhdx } from "./vhdx-image.js";
 
 const MiB = 1 << 20;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vhdx-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-const file = (name: string) => path.join(dir, name);
-
-function run(cmd: string, ...args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
-
-function qemuIo(p: string, ...cmds: string[]): void {
-  run("qemu-io", "-f", "vhdx", ...cmds.flatMap((c) => ["-c", c]), p);
-}
+const file = tempFiles("vstor-vhdx-");
+const qemuIo = (p: string, ...cmds: string[]) => qemuIoAs(p, "vhdx", ...cmds);
 
 async function expectReadsAsQemu(p: string): Promise<void> {
   const raw = `${p}.raw`;
-  run("qemu-img", "convert", "-f", "vhdx", "-O", "raw", p, raw);
+  qemu("qemu-img", "convert", "-f", "vhdx", "-O", "raw", p, raw);
   const want = fs.readFileSync(raw);
   fs.rmSync(raw);
   const before = fs.readFileSync(p);
@@ -84,7 +65,7 @@ describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
   for (const [name, size, opts] of shapes) {
     it(`reads a ${name} image qemu wrote across block boundaries`, async () => {
       const p = file(`${name}.vhdx`);
-      run("qemu-img", "create", "-q", "-f", "vhdx", "-o", opts.join(","), p, String(size));
+      qemu("qemu-img", "create", "-q", "-f", "vhdx", "-o", opts.join(","), p, String(size));
       const head = fs.readFileSync(p).subarray(0, 8);
       expect(isVhdx(head)).toBe(true);
       await expectReadsAsQemu(p); // empty
@@ -109,7 +90,7 @@ describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
 
   it("is refused writable, and opens read-only without changing the file", async () => {
     const p = file("ro.vhdx");
-    run("qemu-img", "create", "-q", "-f", "vhdx", p, "8M");
+    qemu("qemu-img", "create", "-q", "-f", "vhdx", p, "8M");
     const before = fs.readFileSync(p);
     await expect(openVhdx(opener, p, { readOnly: false })).rejects.toMatchObject({ kind: "read-only" });
     const img = await openVhdx(opener, p);
@@ -124,7 +105,7 @@ describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
 
   it("replays a log entry qemu wrote as qemu does, in memory, leaving the file as it was", async () => {
     const p = file("logged.vhdx");
-    run("qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", p, "8M");
+    qemu("qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", p, "8M");
     qemuIo(p, "write -P 0x5c 1048064 4096", "write -P 0x3a 6291456 65536", "write -z 1048576 4096");
     const clean = fs.readFileSync(p);
     const { header } = pickHeader(clean.subarray(HEADER1_OFFSET, HEADER1_OFFSET + HEADER_SIZE), clean.subarray(HEADER2_OFFSET, HEADER2_OFFSET + HEADER_SIZE));
@@ -149,8 +130,8 @@ describe.skipIf(!hasQemu)("VHDX interop with qemu-img", () => {
       fs.writeFileSync(ours, dirty);
       const theirs = file(`replayed-${i}.vhdx`);
       fs.writeFileSync(theirs, dirty);
-      run("qemu-img", "check", "-q", "-r", "all", "-f", "vhdx", theirs); // qemu replays into the file
-      run("qemu-img", "convert", "-f", "vhdx", "-O", "raw", theirs, `${theirs}.raw`);
+      qemu("qemu-img", "check", "-q", "-r", "all", "-f", "vhdx", theirs); // qemu replays into the file
+      qemu("qemu-img", "convert", "-f", "vhdx", "-O", "raw", theirs, `${theirs}.raw`);
       const want = fs.readFileSync(`${theirs}.raw`);
       const img = await openVhdx(opener, ours);
       expect(img.logReplay?.entries).toBe(1);

@@ -7,11 +7,11 @@
  */
 import { countReads } from "../../testing/count-reads.js";
 import { describe, expect, it } from "vitest";
-import { MediumError } from "../../block.js";
 import { ImageChain, type LayeredImage } from "../../chain.js";
 import { FaultControl, HeldFileOpener, MemoryFile, MemoryFileOpener } from "../../io/fault-io.js";
 import { loggedOpener, sameBytes, type LoggedWrite } from "../../testing/write-log.js";
 import { allZero, cloneMemoryFile, firstDiff, pattern } from "../vdi/test-support.js";
+import { crashAtEveryRequest, expectWrittenOrZero } from "../../testing/crash.js";
 import { parseSparseHeader, SECTOR } from "./sparse-header.js";
 import { createVmdk, parentLinkOf } from "./vmdk-create.js";
 import { openVmdk } from "./vmdk-open.js";
@@ -189,35 +189,26 @@ describe("VMDK sparse extents: writes spanning grains", () => {
     const saved = cloneMemoryFile(memory.file("a.vmdk"));
     const at = 2 * GRAIN + GRAIN / 2;
     const data = pattern(at, 6 * GRAIN, 2); // half of grain 2, grains 3-7, half of grain 8
-    let completed = 0;
-    for (let k = 0; k < 12; k++) {
-      const files = new MemoryFileOpener();
-      files.files.set("a.vmdk", cloneMemoryFile(saved));
-      const control = new FaultControl();
-      const open = await openVmdk(new HeldFileOpener(files, control), "a.vmdk");
-      control.dieAfter(control.counts.total + k);
-      const wrote = await open.write(at, data).then(
-        () => true,
-        (e: unknown) => {
-          expect(e).toBeInstanceOf(MediumError);
-          return false;
-        },
-      );
-      if (wrote) completed++;
-      await open.close().catch(() => undefined);
-      const after = await openVmdk(files, "a.vmdk", { readOnly: true });
-      expect(firstDiff(await readAt(after, 0, GRAIN), pattern(0, GRAIN, 1))).toBe(-1);
-      const got = await readAt(after, at, data.length);
-      for (let g = 2; g <= 8; g++) {
-        const from = Math.max(0, g * GRAIN - at);
-        const to = Math.min(data.length, (g + 1) * GRAIN - at);
-        const piece = got.subarray(from, to);
-        const want = data.subarray(from, to);
-        if (wrote) expect(firstDiff(piece, want)).toBe(-1);
-        else expect(allZero(piece) || firstDiff(piece, want) === -1).toBe(true);
-      }
-      await after.close();
-    }
-    expect(completed).toBeGreaterThan(0);
+    await crashAtEveryRequest({
+      requests: 12,
+      fresh: () => {
+        const files = new MemoryFileOpener();
+        files.files.set("a.vmdk", cloneMemoryFile(saved));
+        return files;
+      },
+      open: (files, control) => openVmdk(new HeldFileOpener(files, control), "a.vmdk"),
+      write: (open) => open.write(at, data),
+      verify: async (files, wrote) => {
+        const after = await openVmdk(files, "a.vmdk", { readOnly: true });
+        expect(firstDiff(await readAt(after, 0, GRAIN), pattern(0, GRAIN, 1))).toBe(-1);
+        const got = await readAt(after, at, data.length);
+        for (let g = 2; g <= 8; g++) {
+          const from = Math.max(0, g * GRAIN - at);
+          const to = Math.min(data.length, (g + 1) * GRAIN - at);
+          expectWrittenOrZero(got.subarray(from, to), data.subarray(from, to), wrote);
+        }
+        await after.close();
+      },
+    });
   });
 });

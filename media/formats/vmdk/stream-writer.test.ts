@@ -3,14 +3,12 @@
  * a last partial grain), zeros and holes are not stored, the layout is VMware's (GD at the end
  * behind a footer), a failed write leaves no file; and qemu-img checks, compares and names it.
  */
-import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MediumError, type BlockBackend, type Extent } from "../../block.js";
 import { MemoryFileOpener } from "../../io/fault-io.js";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuIdentical, hasQemu, qemu, qemuInfo, tempFiles } from "../../testing/qemu.js";
 import { openRaw } from "../raw/raw.js";
 import { nodeDeflate, nodeDeflateAsync, nodeInflate } from "./node/zlib.js";
 import { FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_TEST, GD_AT_END, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, parseSparseHeader } from "./sparse-header.js";
@@ -239,27 +237,14 @@ describe("writeStreamVmdk", () => {
   });
 });
 
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0;
-
 describe.skipIf(!hasQemu)("writeStreamVmdk with qemu-img", () => {
   const opener = new NodeFileOpener();
-  let dir = "";
-  beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vmdk-stream-"));
-  });
-  afterAll(() => {
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  const qemuImg = (...args: string[]) => {
-    const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-    return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-  };
+  const file = tempFiles("vstor-vmdk-stream-");
 
   for (const size of [GT_SPAN + 3 * GRAIN, 2 * GT_SPAN + 7 * GRAIN + 3 * 512]) {
     it(`a stream of ${size} bytes written from a raw file passes qemu-img check and compares identical`, async () => {
-      const raw = path.join(dir, `src-${size}.raw`);
-      const out = path.join(dir, `out-${size}.vmdk`);
+      const raw = file(`src-${size}.raw`);
+      const out = file(`out-${size}.vmdk`);
       const data = sampleDisk(size);
       data.set(pattern(GRAIN + 4096, 9), GT_SPAN + GRAIN - 2048); // into the second table, across grains
       fs.writeFileSync(raw, data);
@@ -267,20 +252,16 @@ describe.skipIf(!hasQemu)("writeStreamVmdk with qemu-img", () => {
       await writeStreamVmdk(opener, out, src, { deflate: nodeDeflateAsync });
       await src.close();
 
-      const check = qemuImg("check", "-f", "vmdk", out);
-      expect(check.out).toMatch(/No errors were found on the image/);
-      expect(check.status).toBe(0);
-      const cmp = qemuImg("compare", "-f", "raw", "-F", "vmdk", raw, out);
-      expect(cmp.out).toMatch(/Images are identical/);
-      expect(cmp.status).toBe(0);
-      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "vmdk", out], { encoding: "utf8" }));
+      expectQemuCheckClean(out, "vmdk");
+      expectQemuIdentical("-f", "raw", "-F", "vmdk", raw, out);
+      const info = qemuInfo(out, "vmdk");
       expect(info["virtual-size"]).toBe(size);
       expect(info["format-specific"]?.data?.["create-type"]).toBe("streamOptimized");
       expect(Buffer.compare(await readAll(opener, out), data)).toBe(0);
 
       // qemu's own conversion of our stream gives the source back.
-      const again = path.join(dir, `again-${size}.raw`);
-      execFileSync("qemu-img", ["convert", "-f", "vmdk", "-O", "raw", out, again]);
+      const again = file(`again-${size}.raw`);
+      qemu("qemu-img", "convert", "-f", "vmdk", "-O", "raw", out, again);
       expect(Buffer.compare(fs.readFileSync(again), data)).toBe(0);
     });
   }

@@ -4,12 +4,10 @@
  * subformat, written across grain and extent boundaries, streamOptimized from convert, a
  * 3-level chain) read byte for byte here, and stay valid for qemu after we write them.
  */
-import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NodeFileOpener } from "../../io/node/node-file-io.js";
+import { expectQemuCheckClean, expectQemuSees as qemuSees, hasQemu, qemu, qemuInfo, qemuIo, qemuTool, tempFiles } from "../../testing/qemu.js";
 import { nodeDeflate, nodeInflate } from "./node/zlib.js";
 import { FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_TEST, GD_AT_END, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, serializeMarker, serializeSparseHeader, type SparseHeader } from "./sparse-header.js";
 import { createVmdk, parentLinkOf, type VmdkVariant } from "./vmdk-create.js";
@@ -18,47 +16,16 @@ import { openVmdk, openVmdkChain } from "./vmdk-open.js";
 
 const MiB = 1 << 20;
 const GiB = 1024 * MiB;
-const hasQemu = spawnSync("qemu-img", ["--version"]).status === 0 && spawnSync("qemu-io", ["--version"]).status === 0;
 const opener = new NodeFileOpener();
-let dir = "";
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-vmdk-"));
-});
-afterAll(() => {
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const file = (name: string) => path.join(dir, name);
-
-function qemuImg(...args: string[]): { status: number; out: string } {
-  const r = spawnSync("qemu-img", args, { encoding: "utf8" });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-function expectCheckPasses(p: string): void {
-  const r = qemuImg("check", "-f", "vmdk", p);
-  expect(r.out).toMatch(/No errors were found on the image/);
-  expect(r.status).toBe(0);
-}
-
+const file = tempFiles("vstor-vmdk-");
+const expectCheckPasses = (p: string) => expectQemuCheckClean(p, "vmdk");
 /** qemu-img compare against a sparse raw file of `size` bytes holding `pieces`, zeros elsewhere. */
-function expectQemuSees(p: string, size: number, pieces: [number, Uint8Array][]): void {
-  const raw = `${p}.expected.raw`;
-  const fd = fs.openSync(raw, "w");
-  for (const [at, bytes] of pieces) fs.writeSync(fd, bytes, 0, bytes.length, at);
-  fs.ftruncateSync(fd, size);
-  fs.closeSync(fd);
-  const r = qemuImg("compare", "-f", "vmdk", "-F", "raw", p, raw);
-  fs.rmSync(raw);
-  expect(r.out).toMatch(/Images are identical/);
-  expect(r.status).toBe(0);
-}
+const expectQemuSees = (p: string, size: number, pieces: [number, Uint8Array][]) => qemuSees(p, "vmdk", { size, pieces });
 
 /** Check with qemu-io that [at, at+len) holds `byte` everywhere. */
 function expectQemuPattern(p: string, at: number, len: number, byte: number): void {
-  const r = spawnSync("qemu-io", ["-f", "vmdk", "-r", "-c", `read -P ${byte} ${at} ${len}`, p], { encoding: "utf8" });
-  expect(`${r.stdout}${r.stderr}`).not.toMatch(/Pattern verification failed|error|failed/i);
+  const r = qemuTool("qemu-io", "-f", "vmdk", "-r", "-c", `read -P ${byte} ${at} ${len}`, p);
+  expect(r.out).not.toMatch(/Pattern verification failed|error|failed/i);
 }
 
 function bytes(len: number, seed: number): Uint8Array {
@@ -106,7 +73,7 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
       await again.close();
       expectCheckPasses(p);
       expectQemuSees(p, size, writes);
-      const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "vmdk", p], { encoding: "utf8" }));
+      const info = qemuInfo(p, "vmdk");
       expect(info["virtual-size"]).toBe(size);
       expect(info["format-specific"]?.data?.["create-type"]).toBe(variant);
       // The unclean-shutdown flag is cleared by a clean close.
@@ -119,15 +86,15 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
     it(`reads a ${sub} image qemu made and wrote across grain and extent boundaries, and writes it qemu-compatibly`, async () => {
       const p = file(`qemu-${sub}.vmdk`);
       const size = 2 * GiB + 64 * MiB;
-      execFileSync("qemu-img", ["create", "-q", "-f", "vmdk", "-o", `subformat=${sub}`, p, String(size)]);
-      execFileSync("qemu-io", [
-        "-f", "vmdk",
-        "-c", "write -P 0xab 0 64k",
-        "-c", "write -P 0xcd 65024 1024", // across the first grain boundary
-        "-c", `write -P 0xef ${2 * GiB - 4096} 8192`, // across qemu's 2 GiB extent boundary
-        "-c", `write -P 0x12 ${size - 512} 512`,
+      qemu("qemu-img", "create", "-q", "-f", "vmdk", "-o", `subformat=${sub}`, p, String(size));
+      qemuIo(
         p,
-      ]);
+        "vmdk",
+        "write -P 0xab 0 64k",
+        "write -P 0xcd 65024 1024", // across the first grain boundary
+        `write -P 0xef ${2 * GiB - 4096} 8192`, // across qemu's 2 GiB extent boundary
+        `write -P 0x12 ${size - 512} 512`,
+      );
       const ro = await openVmdk(opener, p, { readOnly: true });
       expect(ro.size).toBe(size);
       expectSame(await readAt(ro, 0, 65024), filled(65024, 0xab));
@@ -162,7 +129,7 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
     content.set(filled(512, 0x5a), size - 512);
     fs.writeFileSync(raw, content);
     const p = file("qemu-stream.vmdk");
-    execFileSync("qemu-img", ["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, p]);
+    qemu("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, p);
     const img = await openVmdk(opener, p, { inflate: nodeInflate });
     expect(img.readOnly).toBe(true);
     expect(img.createType).toBe("streamOptimized");
@@ -171,7 +138,7 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
     await img.close();
 
     const created = file("qemu-stream-created.vmdk");
-    execFileSync("qemu-img", ["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", created, "8M"]);
+    qemu("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", created, "8M");
     const empty = await openVmdk(opener, created, { inflate: nodeInflate });
     expectSame(await readAt(empty, 0, 8 * MiB), new Uint8Array(8 * MiB));
     await empty.close();
@@ -194,14 +161,14 @@ describe.skipIf(!hasQemu)("VMDK interop with qemu-img", () => {
     const base = file("chain-base.vmdk");
     const mid = file("chain-mid.vmdk");
     const top = file("chain-top.vmdk");
-    execFileSync("qemu-img", ["create", "-q", "-f", "vmdk", base, "32M"]);
-    execFileSync("qemu-io", ["-f", "vmdk", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x12 10M 64k", base]);
-    execFileSync("qemu-img", ["create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", mid]);
-    execFileSync("qemu-io", ["-f", "vmdk", "-c", "write -P 0x21 512k 4k", "-c", "write -P 0x22 20M 1M", mid]);
-    execFileSync("qemu-img", ["create", "-q", "-f", "vmdk", "-b", mid, "-F", "vmdk", top]);
-    execFileSync("qemu-io", ["-f", "vmdk", "-c", "write -P 0x31 600k 2k", "-c", "write -z 10M 4k", top]);
+    qemu("qemu-img", "create", "-q", "-f", "vmdk", base, "32M");
+    qemuIo(base, "vmdk", "write -P 0x11 0 1M", "write -P 0x12 10M 64k");
+    qemu("qemu-img", "create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", mid);
+    qemuIo(mid, "vmdk", "write -P 0x21 512k 4k", "write -P 0x22 20M 1M");
+    qemu("qemu-img", "create", "-q", "-f", "vmdk", "-b", mid, "-F", "vmdk", top);
+    qemuIo(top, "vmdk", "write -P 0x31 600k 2k", "write -z 10M 4k");
     const rawOut = file("chain.raw");
-    execFileSync("qemu-img", ["convert", "-f", "vmdk", "-O", "raw", top, rawOut]);
+    qemu("qemu-img", "convert", "-f", "vmdk", "-O", "raw", top, rawOut);
     const expected = new Uint8Array(fs.readFileSync(rawOut));
     const chain = await openVmdkChain(opener, top, { readOnly: true });
     expect(chain.layers.length).toBe(3);
