@@ -97,17 +97,16 @@ export async function takeSnapshot(ctx: MachineContext, name: string, options: T
   checkCanHaveChildren(mm, disks.map(({ attachment }) => attachment.medium!), "a snapshot");
   if (running) {
     mkdirSync(snapshotsFolder(ctx), { recursive: true });
-    await running.checkpoint(!options.live, async (state, reopen) => {
-      const file = join(snapshotsFolder(ctx), `{${snapshot.uuid}}.sav`);
-      writeFileSync(file, state);
-      snapshot.stateFile = file;
-      for (const { controller, attachment } of disks) {
-        await reopen(controller.name, attachment.port, attachment.device, async (current) => {
-          attachment.medium = await createMachineDiff(mm, machineDir, current);
-          return attachment.medium;
-        });
-      }
-    });
+    try {
+      await checkpointed(ctx, snapshot, disks, options, running);
+    } catch (e) {
+      // Disks already switched stay switched (the guest writes there now): record them, so
+      // nothing the guest writes is lost; the frozen images just become part of the chain.
+      if (snapshot.stateFile) rmSync(snapshot.stateFile, { force: true });
+      ctx.store.save(vm);
+      running.mediaChanged(vm);
+      throw e;
+    }
   } else {
     if (vm.state === "saved" && vm.savedStateFile && existsSync(vm.savedStateFile)) {
       // A saved machine's snapshot keeps its state too, as VirtualBox's does.
@@ -126,6 +125,28 @@ export async function takeSnapshot(ctx: MachineContext, name: string, options: T
   ctx.store.save(vm);
   running?.mediaChanged(vm);
   return snapshot;
+}
+
+/** The running machine's part of take: its saved state and the switch of every frozen disk, at one instant. */
+async function checkpointed(
+  ctx: MachineContext,
+  snapshot: SnapshotRecord,
+  disks: ReturnType<typeof diskAttachments>,
+  options: TakeOptions,
+  running: RunningMachine,
+): Promise<void> {
+  const machineDir = ctx.store.machineDir(ctx.vm.name);
+  await running.checkpoint(!options.live, async (state, reopen) => {
+    const file = join(snapshotsFolder(ctx), `{${snapshot.uuid}}.sav`);
+    writeFileSync(file, state);
+    snapshot.stateFile = file;
+    for (const { controller, attachment } of disks) {
+      await reopen(controller.name, attachment.port, attachment.device, async (current) => {
+        attachment.medium = await createMachineDiff(ctx.mm, machineDir, current);
+        return attachment.medium;
+      });
+    }
+  });
 }
 
 // --- restore ---------------------------------------------------------------------------------
