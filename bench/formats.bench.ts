@@ -30,9 +30,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { cloneToNew, type ImageFormat } from "../media/clone.js";
 import { FORMATS, type MediumFormat } from "../media/formats.js";
-import type { FileIo, FileOpener, OpenOptions } from "../media/io/file-io.js";
-import { NodeFileOpener } from "../media/io/node/node-file-io.js";
-import { hasQemuImg, mbps, median, now, since, timed } from "./timing.js";
+import { hasQemuImg, mbps, median, now, since, SyncTimingOpener, timed } from "./timing.js";
 
 const SIZE = 256 << 20;
 const CHUNK = 1 << 20;
@@ -80,35 +78,6 @@ function warm(file: string): void {
     while (fs.readSync(fd, buf, 0, CHUNK, null) > 0);
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-/** Node files whose flushes (fdatasync) are timed: `synced` seconds in all. */
-class SyncTimingOpener implements FileOpener {
-  synced = 0;
-  readonly #inner = new NodeFileOpener();
-
-  async open(p: string, options?: OpenOptions): Promise<FileIo> {
-    const file = await this.#inner.open(p, options);
-    const flush = file.flush.bind(file);
-    file.flush = async () => {
-      const t0 = now();
-      try {
-        await flush();
-      } finally {
-        this.synced += since(t0);
-      }
-    };
-    return file;
-  }
-  exists(p: string): Promise<boolean> {
-    return this.#inner.exists(p);
-  }
-  remove(p: string): Promise<void> {
-    return this.#inner.remove(p);
-  }
-  rename(from: string, to: string): Promise<void> {
-    return this.#inner.rename(from, to);
   }
 }
 

@@ -24,11 +24,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ImageChain, mergeChildIntoParent } from "../media/chain.js";
-import type { FileIo, FileOpener, OpenOptions } from "../media/io/file-io.js";
-import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 import { MediumManager } from "../media/medium-manager.js";
 import { MediaRegistry } from "../media/registry.js";
-import { hasQemuImg, mbps, median, now, since, timed } from "./timing.js";
+import { hasQemuImg, mbps, median, now, since, SyncTimingOpener, timed } from "./timing.js";
 
 const SIZE = 256 << 20;
 const RUN = 1 << 20;
@@ -39,29 +37,6 @@ const CHILD_BYTE = 0x22;
 
 /** The child's 1 MiB runs: distinct slots (odd multiplier: a permutation mod 256), in order. */
 const SLOTS = Array.from({ length: RUNS_IN_CHILD }, (_, i) => (i * 97 + 13) % (SIZE / RUN)).sort((a, b) => a - b);
-
-/** Flushes (fdatasync) of the files it opens are timed: `synced` seconds in all. */
-class FlushClock implements FileOpener {
-  synced = 0;
-  readonly #node = new NodeFileOpener();
-
-  async open(p: string, options?: OpenOptions): Promise<FileIo> {
-    const file = await this.#node.open(p, options);
-    const inner = file.flush.bind(file);
-    file.flush = async () => {
-      const t0 = now();
-      try {
-        await inner();
-      } finally {
-        this.synced += since(t0);
-      }
-    };
-    return file;
-  }
-  exists = (p: string): Promise<boolean> => this.#node.exists(p);
-  remove = (p: string): Promise<void> => this.#node.remove(p);
-  rename = (from: string, to: string): Promise<void> => this.#node.rename(from, to);
-}
 
 /** Seconds one fdatasync of `file` takes (what another process left dirty). */
 function fdatasyncTime(file: string): number {
@@ -112,7 +87,7 @@ export async function mergeBench(runs = Number(process.env.BENCH_RUNS ?? 5)): Pr
   if (!hasQemuImg()) return "merge: skipped (qemu-img is not installed)";
   if (spawnSync("qemu-io", ["--version"]).status !== 0) return "merge: skipped (qemu-io is not installed)";
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vstor-mergebench-"));
-  const clock = new FlushClock();
+  const clock = new SyncTimingOpener();
   try {
     // QCOW2 template, made by qemu; the overlay names its base relatively, so copies stay paired.
     const q = path.join(dir, "qcow2");

@@ -1,5 +1,7 @@
 /** Timing helpers shared by the benchmarks that measure a peer process in the same run. */
 import { spawnSync } from "node:child_process";
+import type { FileIo, FileOpener, OpenOptions } from "../media/io/file-io.js";
+import { NodeFileOpener } from "../media/io/node/node-file-io.js";
 
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const now = (): bigint => process.hrtime.bigint();
@@ -19,3 +21,32 @@ export function timed(cmd: string, args: string[]): number {
 
 /** Whether qemu-img can be run here. */
 export const hasQemuImg = (): boolean => spawnSync("qemu-img", ["--version"]).status === 0;
+
+/** Node files whose flushes (fdatasync) are timed: `synced` seconds in all. */
+export class SyncTimingOpener implements FileOpener {
+  synced = 0;
+  readonly #inner = new NodeFileOpener();
+
+  async open(p: string, options?: OpenOptions): Promise<FileIo> {
+    const file = await this.#inner.open(p, options);
+    const flush = file.flush.bind(file);
+    file.flush = async () => {
+      const t0 = now();
+      try {
+        await flush();
+      } finally {
+        this.synced += since(t0);
+      }
+    };
+    return file;
+  }
+  exists(p: string): Promise<boolean> {
+    return this.#inner.exists(p);
+  }
+  remove(p: string): Promise<void> {
+    return this.#inner.remove(p);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.#inner.rename(from, to);
+  }
+}
