@@ -10,7 +10,8 @@ import { runningSession, sendControl } from "../machine/control-channel.js";
 import { MediumLocks } from "../machine/medium-lock.js";
 import { lockRequests } from "../machine/power-on-media.js";
 import { deleteSnapshot } from "../machine/snapshot-delete.js";
-import { allSnapshotsOf, findSnapshot, restoreSnapshot, takeSnapshot, type MachineContext } from "../machine/snapshots.js";
+import { allSnapshots } from "../machine/medium-usage.js";
+import { findSnapshot, restoreSnapshot, takeSnapshot, type MachineContext } from "../machine/snapshots.js";
 import { VmError, VmStore, type MachineDefinition, type SnapshotRecord } from "../machine/vm-store.js";
 import { MediumManager } from "../media/medium-manager.js";
 
@@ -114,7 +115,7 @@ export async function snapshot(argv: string[], out: Out): Promise<number> {
  * started (or its disks used elsewhere) meanwhile.
  */
 async function withMachineLocks<T>(ctx: MachineContext, what: string, fn: () => Promise<T>): Promise<T> {
-  const requests = [ctx.vm.storageControllers, ...allSnapshotsOf(ctx.vm).map((s) => s.storageControllers)].flatMap((c) => lockRequests(ctx.mm, c));
+  const requests = [ctx.vm.storageControllers, ...allSnapshots(ctx.vm.snapshot).map((s) => s.storageControllers)].flatMap((c) => lockRequests(ctx.mm, c));
   const lease = new MediumLocks().acquire(`${ctx.vm.name} (${what})`, requests);
   try {
     return await fn();

@@ -92,7 +92,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
     ctl.attachments = ctl.attachments.filter((a) => a.port !== port);
     if (disk) ctl.attachments.push(disk);
     store.save(now);
-    lease.set(lockRequests(mm, now.storageControllers));
+    running.mediaChanged(now);
   };
   let storage: MachineStorage;
   try {
@@ -147,7 +147,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
       case "snapshot-delete": {
         await oneAtATime(async () => {
           await deleteSnapshot(context(), req.args?.[0] ?? "", {}, running);
-          lease.set(lockRequests(mm, store.get(vm.uuid).storageControllers));
+          running.mediaChanged(store.get(vm.uuid));
         });
         return { ok: true };
       }
@@ -166,7 +166,7 @@ export async function startvm(argv: string[], out: Out, err: Out): Promise<numbe
         try {
           await storage.hotplug(ctlName, port, disk);
         } catch (e) {
-          lease.set(lockRequests(mm, store.get(vm.uuid).storageControllers)); // back to what the machine holds
+          running.mediaChanged(store.get(vm.uuid)); // back to what the machine holds
           throw e;
         }
         recordDisk(ctlName, port, disk);

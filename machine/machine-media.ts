@@ -9,8 +9,7 @@ import { randomUUID } from "node:crypto";
 import { MediumError } from "../media/block.js";
 import type { MediumManager } from "../media/medium-manager.js";
 import type { MediumRecord } from "../media/registry.js";
-import { effectiveType, type MediumType } from "../media/medium-types.js";
-import { MAX_CHAIN_DEPTH } from "../media/chain.js";
+import { effectiveType, lineage, type MediumType } from "../media/medium-types.js";
 import { CHILD_CREATORS } from "../media/differencing.js";
 import type { StorageControllerConfig } from "./storage.js";
 import type { MachineDefinition } from "./vm-store.js";
@@ -23,14 +22,22 @@ export function mediumType(mm: MediumManager, uuid: string): MediumType {
   return effectiveType(mm.registry, mm.requireRecord(uuid));
 }
 
-/** The chain from a medium up to its base, top first. */
+/** The chain from a medium up to its base, top first; refused if a parent is missing or it loops. */
 export function chainRecords(mm: MediumManager, uuid: string): MediumRecord[] {
-  const out = [mm.requireRecord(uuid)];
-  while (out[out.length - 1]!.parentUuid) {
-    if (out.length > MAX_CHAIN_DEPTH) throw new MediumError("corrupt", `the chain of ${uuid} loops`, { path: out[0]!.location });
-    out.push(mm.requireRecord(out[out.length - 1]!.parentUuid!));
+  const chain = lineage(mm.registry, mm.requireRecord(uuid));
+  const last = chain[chain.length - 1]!;
+  if (last.parentUuid) {
+    mm.requireRecord(last.parentUuid); // lineage stopped at a parent that is not registered...
+    throw new MediumError("corrupt", `the chain of ${uuid} loops`, { path: chain[0]!.location }); // ...or at a loop
   }
-  return out;
+  return chain;
+}
+
+/** Where a saved state goes: `{UUID}.sav` in the machine's Snapshots folder (created if needed). */
+export function stateFilePath(machineDir: string, uuid: string = randomUUID()): string {
+  const folder = join(machineDir, SNAPSHOTS_FOLDER);
+  mkdirSync(folder, { recursive: true });
+  return join(folder, `{${uuid}}.sav`);
 }
 
 /** Create a differencing image over `parentUuid` in the machine's Snapshots folder; returns its UUID. */

@@ -9,8 +9,8 @@ import type { MediumManager } from "../media/medium-manager.js";
 import { attachedIndirectly, effectiveAutoReset } from "../media/medium-types.js";
 import { chainRecords, createMachineDiff, deleteMachineDiff, diskAttachments, mediumType } from "./machine-media.js";
 import type { LockRequest } from "./medium-lock.js";
-import { allSnapshotsOf } from "./snapshots.js";
 import { mediumUsage } from "./medium-usage.js";
+import { currentSnapshot } from "./snapshots.js";
 import type { StorageControllerConfig } from "./storage.js";
 import type { MachineDefinition, VmStore } from "./vm-store.js";
 
@@ -30,8 +30,7 @@ export function lockRequests(mm: MediumManager, controllers: readonly StorageCon
  * normal one (its differencing image is the snapshot's state and must not be thrown away).
  */
 function onlineCurrentSnapshot(vm: MachineDefinition): boolean {
-  const cur = vm.currentSnapshot ? allSnapshotsOf(vm).find((s) => s.uuid === vm.currentSnapshot) : undefined;
-  return !!cur?.stateFile;
+  return !!currentSnapshot(vm)?.stateFile;
 }
 
 /**

@@ -3,12 +3,10 @@
  * the open media: a consistent checkpoint (guest I/O held on every disk, the CPU stopped unless
  * live) for savestate and online snapshots, and online merges for snapshot deletion.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { randomUUID } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import type { MediumManager } from "../media/medium-manager.js";
 import type { GuestSession } from "./guest-session.js";
-import { SNAPSHOTS_FOLDER } from "./machine-media.js";
+import { stateFilePath } from "./machine-media.js";
 import type { MediumLease } from "./medium-lock.js";
 import { lockRequests } from "./power-on-media.js";
 import type { OnlineMerger } from "./snapshot-delete.js";
@@ -50,9 +48,7 @@ export function runningMachine(parts: RunningParts): RunningMachine & OnlineMerg
  */
 export async function saveMachineState(store: VmStore, vmUuid: string, running: RunningMachine): Promise<string> {
   const vm = store.get(vmUuid);
-  const folder = join(store.machineDir(vm.name), SNAPSHOTS_FOLDER);
-  mkdirSync(folder, { recursive: true });
-  const file = join(folder, `{${randomUUID()}}.sav`);
+  const file = stateFilePath(store.machineDir(vm.name));
   await running.checkpoint(true, async (state) => writeFileSync(file, state));
   const now = store.get(vmUuid);
   now.state = "saved";

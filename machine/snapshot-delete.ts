@@ -13,7 +13,8 @@ import { MediumError } from "../media/block.js";
 import { ImageChain, mergeChildIntoParent, mergeParentIntoChild, type LayeredImage, type MergeOptions, type MergeResult } from "../media/chain.js";
 import { excludedFromSnapshots } from "../media/medium-types.js";
 import { diskAttachments, mediumType } from "./machine-media.js";
-import { allSnapshotsOf, dropUnusedDiffs, findSnapshot, parentSnapshot, type MachineContext } from "./snapshots.js";
+import { allSnapshots } from "./medium-usage.js";
+import { dropUnusedDiffs, findSnapshot, parentSnapshot, type MachineContext } from "./snapshots.js";
 import { VmError, type SnapshotMerge, type SnapshotRecord } from "./vm-store.js";
 import type { StorageControllerConfig } from "./storage.js";
 import type { MediumManager } from "../media/medium-manager.js";
@@ -71,7 +72,7 @@ export async function deleteSnapshot(ctx: MachineContext, nameOrUuid: string, op
   const { vm, store } = ctx;
   const snapshot = findSnapshot(vm, nameOrUuid);
   if (vm.pendingDelete && vm.pendingDelete.snapshot !== snapshot.uuid) {
-    const other = allSnapshotsOf(vm).find((s) => s.uuid === vm.pendingDelete!.snapshot);
+    const other = allSnapshots(vm.snapshot).find((s) => s.uuid === vm.pendingDelete!.snapshot);
     throw new VmError("invalid", `vstor: the deletion of snapshot '${other?.name ?? vm.pendingDelete.snapshot}' was interrupted; run 'snapshot delete' for it again first`);
   }
   const merges = vm.pendingDelete?.merges ?? planSnapshotDelete(ctx, snapshot);
@@ -195,7 +196,7 @@ function finishBookkeeping(ctx: MachineContext, merge: SnapshotMerge, removed: s
   for (const vm of store.list()) {
     const mine = vm.uuid === ctx.vm.uuid ? ctx.vm : vm;
     swap(mine.storageControllers);
-    for (const s of allSnapshotsOf(mine)) swap(s.storageControllers);
+    for (const s of allSnapshots(mine.snapshot)) swap(s.storageControllers);
     store.save(mine);
   }
 }

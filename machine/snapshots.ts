@@ -6,13 +6,13 @@
  * saved state. Deleting one merges its images away (snapshot-delete.ts).
  */
 import { randomUUID } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { canonicalLocation } from "../media/registry.js";
 import { join } from "node:path";
 import type { MediumManager } from "../media/medium-manager.js";
 import { excludedFromSnapshots } from "../media/medium-types.js";
-import { checkCanHaveChildren, cloneControllers, createMachineDiff, deleteMachineDiff, diskAttachments, mediumType, SNAPSHOTS_FOLDER } from "./machine-media.js";
-import { mediumUsage } from "./medium-usage.js";
+import { checkCanHaveChildren, cloneControllers, createMachineDiff, deleteMachineDiff, diskAttachments, mediumType, SNAPSHOTS_FOLDER, stateFilePath } from "./machine-media.js";
+import { allSnapshots, mediumUsage } from "./medium-usage.js";
 import { VmError, type MachineDefinition, type SnapshotRecord, type VmStore } from "./vm-store.js";
 
 export interface MachineContext {
@@ -37,19 +37,9 @@ export interface RunningMachine {
 
 // --- the tree --------------------------------------------------------------------------------
 
-export function allSnapshotsOf(vm: MachineDefinition): SnapshotRecord[] {
-  const out: SnapshotRecord[] = [];
-  const visit = (s: SnapshotRecord) => {
-    out.push(s);
-    s.children.forEach(visit);
-  };
-  if (vm.snapshot) visit(vm.snapshot);
-  return out;
-}
-
 /** A snapshot by name or UUID; refused if the name is ambiguous. */
 export function findSnapshot(vm: MachineDefinition, nameOrUuid: string): SnapshotRecord {
-  const all = allSnapshotsOf(vm);
+  const all = allSnapshots(vm.snapshot);
   const byUuid = all.find((s) => s.uuid === nameOrUuid.toLowerCase());
   if (byUuid) return byUuid;
   const named = all.filter((s) => s.name === nameOrUuid);
@@ -58,12 +48,13 @@ export function findSnapshot(vm: MachineDefinition, nameOrUuid: string): Snapsho
   return named[0];
 }
 
-export function parentSnapshot(vm: MachineDefinition, uuid: string): SnapshotRecord | undefined {
-  return allSnapshotsOf(vm).find((s) => s.children.some((c) => c.uuid === uuid));
+/** The snapshot the current state derives from, if any. */
+export function currentSnapshot(vm: MachineDefinition): SnapshotRecord | undefined {
+  return vm.currentSnapshot ? allSnapshots(vm.snapshot).find((s) => s.uuid === vm.currentSnapshot) : undefined;
 }
 
-export function snapshotsFolder(ctx: MachineContext): string {
-  return join(ctx.store.machineDir(ctx.vm.name), SNAPSHOTS_FOLDER);
+export function parentSnapshot(vm: MachineDefinition, uuid: string): SnapshotRecord | undefined {
+  return allSnapshots(vm.snapshot).find((s) => s.children.some((c) => c.uuid === uuid));
 }
 
 // --- take ------------------------------------------------------------------------------------
@@ -96,7 +87,6 @@ export async function takeSnapshot(ctx: MachineContext, name: string, options: T
   const disks = diskAttachments(vm.storageControllers).filter(({ attachment }) => frozenBySnapshots(mm, attachment.medium!));
   checkCanHaveChildren(mm, disks.map(({ attachment }) => attachment.medium!), "a snapshot");
   if (running) {
-    mkdirSync(snapshotsFolder(ctx), { recursive: true });
     try {
       await checkpointed(ctx, snapshot, disks, options, running);
     } catch (e) {
@@ -110,14 +100,13 @@ export async function takeSnapshot(ctx: MachineContext, name: string, options: T
   } else {
     if (vm.state === "saved" && vm.savedStateFile && existsSync(vm.savedStateFile)) {
       // A saved machine's snapshot keeps its state too, as VirtualBox's does.
-      const file = join(snapshotsFolder(ctx), `{${snapshot.uuid}}.sav`);
-      mkdirSync(snapshotsFolder(ctx), { recursive: true });
+      const file = stateFilePath(machineDir, snapshot.uuid);
       copyFileSync(vm.savedStateFile, file);
       snapshot.stateFile = file;
     }
     for (const { attachment } of disks) attachment.medium = await createMachineDiff(mm, machineDir, attachment.medium!);
   }
-  const parent = vm.currentSnapshot ? allSnapshotsOf(vm).find((s) => s.uuid === vm.currentSnapshot) : undefined;
+  const parent = currentSnapshot(vm);
   if (parent) parent.children.push(snapshot);
   else if (vm.snapshot) throw new VmError("invalid", `vstor: machine '${vm.name}' has snapshots but no current one`);
   else vm.snapshot = snapshot;
@@ -137,7 +126,7 @@ async function checkpointed(
 ): Promise<void> {
   const machineDir = ctx.store.machineDir(ctx.vm.name);
   await running.checkpoint(!options.live, async (state, reopen) => {
-    const file = join(snapshotsFolder(ctx), `{${snapshot.uuid}}.sav`);
+    const file = stateFilePath(machineDir, snapshot.uuid);
     writeFileSync(file, state);
     snapshot.stateFile = file;
     for (const { controller, attachment } of disks) {
@@ -177,7 +166,7 @@ export async function restoreSnapshot(ctx: MachineContext, nameOrUuid: string): 
   else delete vm.boot1;
   discardSavedState(vm);
   if (snapshot.stateFile && existsSync(snapshot.stateFile)) {
-    const file = join(machineDir, SNAPSHOTS_FOLDER, `{${randomUUID()}}.sav`);
+    const file = stateFilePath(machineDir);
     copyFileSync(snapshot.stateFile, file);
     vm.savedStateFile = file;
     vm.state = "saved";

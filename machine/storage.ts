@@ -16,6 +16,8 @@ import { SwappableMedium } from "../media/swappable-medium.js";
 import { ImageChain, writeToLayer, type LayeredImage, type MergeOptions, type MergeResult } from "../media/chain.js";
 import { MediumError } from "../media/block.js";
 import type { SnapshotMerge } from "./vm-store.js";
+import { chainRecords } from "./machine-media.js";
+import { lineage } from "../media/medium-types.js";
 
 export type StorageBus = "ide" | "sata";
 export type IdeControllerType = "PIIX3" | "PIIX4" | "ICH6";
@@ -288,14 +290,9 @@ export async function openMachineStorage(
 
 /** The disk serial follows the base image's UUID, so taking snapshots does not change it. */
 function baseUuid(mm: MediumManager, uuid: string): string {
-  let rec = mm.registry.find(uuid);
-  for (let depth = 0; rec?.parentUuid && depth < 100; depth++) rec = mm.registry.findByUuid(rec.parentUuid) ?? rec;
-  return rec?.uuid ?? uuid;
+  const rec = mm.registry.find(uuid);
+  return rec ? lineage(mm.registry, rec).at(-1)!.uuid : uuid;
 }
 
-/** UUIDs of a medium's chain, top first, as the registry records it. */
-function chainOf(mm: MediumManager, uuid: string): string[] {
-  const out: string[] = [];
-  for (let rec = mm.registry.find(uuid); rec && out.length < 100; rec = rec.parentUuid ? mm.registry.findByUuid(rec.parentUuid) : undefined) out.push(rec.uuid);
-  return out;
-}
+/** UUIDs of a medium's chain, top first. */
+const chainOf = (mm: MediumManager, uuid: string): string[] => chainRecords(mm, uuid).map((r) => r.uuid);
